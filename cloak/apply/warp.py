@@ -1,0 +1,57 @@
+"""Stage 4: add a mask to any photo of the user at full resolution."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from ..faces import FaceDetector, detect_largest_face, estimate_similarity
+from ..faces.align import invert_similarity
+from ..mask import Mask
+
+
+def face_roi(matrix: np.ndarray, size: int, shape: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """Bounding box (x0, y0, x1, y1) in the photo of the aligned frame's square, clipped; None if outside."""
+    inverse = invert_similarity(matrix)
+    corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], dtype=np.float64) @ inverse.T
+    x0, y0 = np.floor(corners.min(0)).astype(int)
+    x1, y1 = np.ceil(corners.max(0)).astype(int) + 1
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, shape[1]), min(y1, shape[0])
+    return None if x0 >= x1 or y0 >= y1 else (x0, y0, x1, y1)
+
+
+def warp_mask_to_photo(mask: Mask, landmarks: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int, int, int]] | None:
+    """The mask warped into photo space over the face's bounding box only (cost independent of photo size)."""
+    matrix = estimate_similarity(landmarks, mask.frame.points())
+    roi = face_roi(matrix, mask.frame.size, shape)
+    if roi is None:
+        return None
+    x0, y0, x1, y1 = roi
+    # Map ROI pixel centres straight into frame coordinates: frame = M @ (roi + offset).
+    to_frame = matrix.copy()
+    to_frame[:, 2] += matrix[:, :2] @ np.array([x0, y0], dtype=np.float64)
+    warped = cv2.warpAffine(
+        mask.delta, to_frame, (x1 - x0, y1 - y0),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=0,
+    )
+    return warped, roi
+
+
+def add_and_clip(photo: np.ndarray, delta: np.ndarray, roi: tuple[int, int, int, int]) -> np.ndarray:
+    """photo (uint8) + delta (0..1 scale) on ``roi``, clipped to the valid range; returns a new array."""
+    x0, y0, x1, y1 = roi
+    out = photo.copy()
+    region = out[y0:y1, x0:x1].astype(np.float32) + delta * 255.0
+    out[y0:y1, x0:x1] = np.clip(np.round(region), 0, 255).astype(np.uint8)
+    return out
+
+
+def apply_mask_with_landmarks(photo: np.ndarray, mask: Mask, landmarks: np.ndarray) -> np.ndarray:
+    """Cloak ``photo`` given the face's 5 landmarks (image-left first)."""
+    warped = warp_mask_to_photo(mask, landmarks, photo.shape[:2])
+    return photo.copy() if warped is None else add_and_clip(photo, *warped)
+
+
+def apply_mask(photo: np.ndarray, mask: Mask, detector: FaceDetector) -> np.ndarray:
+    """Detect the user's (largest) face and cloak the photo at its full resolution."""
+    return apply_mask_with_landmarks(photo, mask, detect_largest_face(detector, photo).landmarks)

@@ -1,0 +1,171 @@
+"""The ``facecloak`` command: enroll a selfie, apply a mask, build an anchor gallery."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .errors import BadOptionError, FaceCloakError
+from .imageio import read_image, write_image, _FORMATS
+
+MASK_SUFFIX = ".fcmask"
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+class _StageBar:
+    """One tqdm bar that follows (stage, fraction) progress events."""
+
+    def __init__(self, desc: str) -> None:
+        self.bar = tqdm(total=100, desc=desc, unit="%", file=sys.stderr, leave=False, disable=None)
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        self.bar.set_postfix_str(stage)
+        self.bar.n = round(100 * fraction)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _grey_levels(value: str) -> float:
+    levels = float(value)
+    if not 0 < levels <= 64:
+        raise argparse.ArgumentTypeError("budgets are grey levels in (0, 64]")
+    return levels / 255.0
+
+
+def _enroll_config(args: argparse.Namespace):
+    from .enroll import EnrollConfig
+
+    base = EnrollConfig()
+    budget = replace(base.budget, eps=args.eps, eps_focus=max(args.eps, args.eps_focus))
+    pgd = replace(base.pgd, iterations=args.iterations)
+    surrogates = tuple(s for s in args.surrogates.split(",") if s)
+    return replace(base, surrogates=surrogates, views=args.views, seed=args.seed, budget=budget, pgd=pgd)
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    from .enroll import Enroller
+    from .mask import encode_mask
+
+    out = Path(args.output)
+    if out.suffix != MASK_SUFFIX:
+        raise BadOptionError(f"the mask file must end in {MASK_SUFFIX}, got {out.name}")
+    config = _enroll_config(args)
+    config.validate()
+    photo = read_image(args.photo)
+    if args.server:
+        from facecloak.clients.python import enroll_remote  # optional: the gRPC client
+
+        data = enroll_remote(args.server, Path(args.photo).read_bytes(), config, progress=_StageBar("enroll"))
+    else:
+        bar = _StageBar("enroll")
+        try:
+            result = Enroller().enroll(photo, config, progress=bar)
+        finally:
+            bar.close()
+        data = encode_mask(result.mask)
+        for check in result.self_check:
+            print(f"self-check {check.model}: similarity {check.before:.3f} -> {check.after:.3f} "
+                  f"(match threshold {check.threshold:.3f})")
+        print("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items()))
+    _atomic_write(out, data)
+    print(f"wrote {out} ({len(data)} bytes)")
+    return 0
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    from .apply import apply_mask, measure_quality
+    from .faces import FaceDetector
+    from .mask import decode_mask
+
+    out = Path(args.output)
+    if out.suffix.lower() not in _FORMATS:
+        raise BadOptionError(f"unsupported output extension {out.suffix!r}; use one of {sorted(_FORMATS)}")
+    try:
+        mask = decode_mask(Path(args.mask).read_bytes())
+    except OSError as exc:
+        raise BadOptionError(f"cannot read mask {args.mask}: {exc.strerror}") from None
+    photo = read_image(args.photo)
+    cloaked = apply_mask(photo, mask, FaceDetector())
+    write_image(out, cloaked, jpeg_quality=args.jpeg_quality)
+    quality = measure_quality(photo, cloaked)
+    print(f"wrote {out} ({cloaked.shape[1]}x{cloaked.shape[0]}): SSIM {quality.ssim:.4f}, PSNR {quality.psnr:.2f} dB")
+    return 0
+
+
+def cmd_gallery_build(args: argparse.Namespace) -> int:
+    from .anchors import build_gallery, list_images
+
+    root = Path(args.directory)
+    if not root.is_dir():
+        raise BadOptionError(f"{root} is not a directory")
+    images = list_images(root)
+    if not images:
+        raise BadOptionError(f"no .jpg/.png/.webp images under {root}")
+    models = tuple(m for m in args.models.split(",") if m)
+    with tqdm(total=len(images), desc="gallery", unit="img", file=sys.stderr, disable=None) as bar:
+        gallery = build_gallery(images, root, models, progress=lambda done, total: bar.update(done - bar.n))
+    gallery.save(args.output)
+    print(f"wrote {args.output}: {len(gallery.names)} identities x {list(gallery.embeddings)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="facecloak", description="Personal face-privacy cloaks from one selfie.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    enroll = sub.add_parser("enroll", help="learn your identity mask from one selfie")
+    enroll.add_argument("photo")
+    enroll.add_argument("-o", "--output", required=True, help="mask file to write (*.fcmask)")
+    enroll.add_argument("--surrogates", default="sface,facenet", help="comma-separated surrogate models")
+    enroll.add_argument("--views", type=int, default=8)
+    enroll.add_argument("--iterations", type=int, default=10)
+    enroll.add_argument("--eps", type=_grey_levels, default=8 / 255, help="budget in grey levels (default 8)")
+    enroll.add_argument("--eps-focus", type=_grey_levels, default=32 / 255, help="budget on focus pixels (default 32)")
+    enroll.add_argument("--seed", type=int, default=0)
+    enroll.add_argument("--server", help="enroll through a FaceCloak server at host:port instead of locally")
+    enroll.set_defaults(func=cmd_enroll)
+
+    apply = sub.add_parser("apply", help="cloak a photo with your mask, at full resolution")
+    apply.add_argument("mask")
+    apply.add_argument("photo")
+    apply.add_argument("-o", "--output", required=True, help="output image (.png is lossless)")
+    apply.add_argument("--jpeg-quality", type=int, default=95, help="only used for .jpg/.webp outputs")
+    apply.set_defaults(func=cmd_apply)
+
+    gallery = sub.add_parser("gallery", help="anchor galleries")
+    gallery_sub = gallery.add_subparsers(dest="gallery_command", required=True)
+    build = gallery_sub.add_parser("build", help="embed a folder of face photos (one identity per sub-folder or file)")
+    build.add_argument("directory")
+    build.add_argument("-o", "--output", default="gallery.npz")
+    build.add_argument("--models", default="sface,facenet")
+    build.set_defaults(func=cmd_gallery_build)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except FaceCloakError as exc:
+        print(f"facecloak: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("facecloak: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

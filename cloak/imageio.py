@@ -1,0 +1,107 @@
+"""Decoding user photos safely and writing results without silent re-encoding."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import BadOptionError, ImageDecodeError, ImageTooLargeError
+
+try:  # HEIC support is optional at run time; the wheel is a declared dependency.
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+except ImportError:  # pragma: no cover - exercised only where the wheel is missing
+    pass
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """Guards against oversized uploads and decompression bombs."""
+
+    max_bytes: int = 40 * 1024 * 1024
+    max_pixels: int = 64_000_000
+
+
+def _to_rgb8(img: Image.Image) -> np.ndarray:
+    """Convert any Pillow mode (L, LA, P, CMYK, RGBA, I;16, I, F) to an HxWx3 uint8 RGB array."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if img.mode.startswith("I") and arr.max(initial=0) > 255 else 255.0
+        grey = np.clip(np.round(arr / peak * 255.0), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, rgba)  # transparent pixels become white, not black
+    return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
+
+
+def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> np.ndarray:
+    """Decode image bytes to RGB uint8 (H, W, 3), honouring EXIF orientation.
+
+    Raises ImageDecodeError for empty/corrupt/non-image data and ImageTooLargeError for
+    inputs above ``limits`` (checked before the pixels are decoded).
+    """
+    if not data:
+        raise ImageDecodeError("the image is empty (0 bytes)")
+    if len(data) > limits.max_bytes:
+        raise ImageTooLargeError(f"the image is {len(data)} bytes; the limit is {limits.max_bytes}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            width, height = img.size
+            if width * height > limits.max_pixels:
+                raise ImageTooLargeError(
+                    f"the image is {width}x{height} pixels; the limit is {limits.max_pixels} pixels"
+                )
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            return _to_rgb8(img)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLargeError(f"the image is too large to decode safely: {exc}") from None
+    except UnidentifiedImageError:
+        raise ImageDecodeError("the data is not an image format we can read (JPEG, PNG, WebP, HEIC...)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageDecodeError(f"the image is corrupt or truncated: {exc}") from None
+
+
+def read_image(path: str | Path, limits: ImageLimits = ImageLimits()) -> np.ndarray:
+    """Read and decode an image file (see ``decode_image``)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except IsADirectoryError:
+        raise ImageDecodeError(f"{path} is a directory, not an image") from None
+    except OSError as exc:
+        raise ImageDecodeError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        return decode_image(data, limits)
+    except (ImageDecodeError, ImageTooLargeError) as exc:
+        raise type(exc)(f"{path}: {exc}") from None
+
+
+_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
+
+
+def encode_image(rgb: np.ndarray, fmt: str = "PNG", jpeg_quality: int = 95) -> bytes:
+    """Encode RGB uint8 to bytes. PNG is lossless; JPEG/WebP only when the caller asks for them."""
+    buf = io.BytesIO()
+    options = {"quality": jpeg_quality} if fmt in ("JPEG", "WEBP") else {}
+    Image.fromarray(rgb).save(buf, format=fmt, **options)
+    return buf.getvalue()
+
+
+def write_image(path: str | Path, rgb: np.ndarray, jpeg_quality: int = 95) -> None:
+    """Write RGB uint8 to ``path``; the format follows the extension (PNG keeps every pixel exact)."""
+    path = Path(path)
+    fmt = _FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise BadOptionError(f"unsupported output extension {path.suffix!r}; use one of {sorted(_FORMATS)}")
+    path.write_bytes(encode_image(rgb, fmt, jpeg_quality))

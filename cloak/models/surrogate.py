@@ -1,0 +1,77 @@
+"""Embedding functions for a registered model: differentiable (torch) and inference (ONNX Runtime)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+import torch.nn.functional as F
+
+from ..assets import asset
+from .onnx_torch import load_torch_model
+from .registry import ModelCard, get_card
+
+
+def _to_model_input(faces: torch.Tensor, card: ModelCard) -> torch.Tensor:
+    """Aligned RGB faces in [0,1] (B,3,S,S) -> the tensor the model file expects."""
+    if faces.shape[-1] != card.input_size:
+        faces = F.interpolate(faces, size=(card.input_size, card.input_size), mode="bilinear", align_corners=False)
+    if card.channel_order == "BGR":
+        faces = faces.flip(1)
+    lo, hi = card.value_range
+    return faces * (hi - lo) + lo
+
+
+class TorchEmbedder(torch.nn.Module):
+    """Differentiable embedding: aligned RGB [0,1] faces of any square size -> L2-normalised embeddings."""
+
+    def __init__(self, card: ModelCard) -> None:
+        super().__init__()
+        self.card = card
+        self.net = load_torch_model(asset(card.file))
+
+    def forward(self, faces: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.net(_to_model_input(faces, self.card)), dim=-1)
+
+
+def _dynamic_batch(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Make the first dimension of every graph input/output symbolic (some files fix it at 1)."""
+    for value in list(model.graph.input) + list(model.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if dims:
+            dims[0].ClearField("dim_value")
+            dims[0].dim_param = "batch"
+    return model
+
+
+class OrtEmbedder:
+    """Inference embedding with ONNX Runtime, same preprocessing as ``TorchEmbedder``."""
+
+    def __init__(self, card: ModelCard, threads: int = 0) -> None:
+        self.card = card
+        model = _dynamic_batch(onnx.load(str(asset(card.file))))
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3  # the shipped SFace carries dead initialisers ORT warns about
+        opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+    def __call__(self, faces: np.ndarray) -> np.ndarray:
+        """faces: float32 (B,3,S,S) RGB in [0,1] -> (B, D) L2-normalised float32."""
+        x = _to_model_input(torch.from_numpy(np.ascontiguousarray(faces, dtype=np.float32)), self.card).numpy()
+        (emb,) = self.session.run([self.card.output_name], {self.card.input_name: x})
+        return emb / np.linalg.norm(emb, axis=1, keepdims=True).clip(min=1e-12)
+
+
+@lru_cache(maxsize=8)
+def torch_embedder(name: str) -> TorchEmbedder:
+    """Shared, frozen torch embedder for a registered model (loaded once per process)."""
+    return TorchEmbedder(get_card(name))
+
+
+@lru_cache(maxsize=8)
+def ort_embedder(name: str) -> OrtEmbedder:
+    """Shared ONNX Runtime embedder for a registered model (loaded once per process)."""
+    return OrtEmbedder(get_card(name))

@@ -1,0 +1,131 @@
+"""Stage 2b: batched PGD over all views and an ensemble of surrogates (FaceCloak Eq. 4).
+
+One shared delta is optimised for every view at once. For transfer to unseen recognisers the
+loop also uses momentum (MI-FGSM) and per-step input diversity: each view is randomly rescaled,
+shifted and down/up-sampled, as re-detection and upload resizing would do to a real photo.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import BadOptionError
+
+
+@dataclass(frozen=True)
+class PGDConfig:
+    iterations: int = 10
+    step: float = 2 / 255
+    momentum: float = 1.0  # 0 disables MI-FGSM
+    attention: bool = True
+    attention_lr: float = 0.05  # z_alpha
+    self_weight: float = 1.0  # extra pull away from the user's own clean embedding
+    diversity_prob: float = 0.7  # chance a view is randomly transformed at a step
+    diversity_scale: float = 0.08
+    diversity_shift: float = 0.04
+    diversity_downsample: tuple[float, float] = (0.6, 1.0)
+    random_start: bool = True
+
+    def validate(self) -> None:
+        if not 1 <= self.iterations <= 1000:
+            raise BadOptionError(f"iterations must be in 1..1000, got {self.iterations}")
+        if not 0 < self.step <= 1:
+            raise BadOptionError(f"step must be in (0, 1], got {self.step}")
+
+
+@dataclass
+class SurrogateTarget:
+    """One surrogate's embedder with its anchors and the user's clean embedding (all unit vectors)."""
+
+    embed: Callable[[torch.Tensor], torch.Tensor]
+    near: torch.Tensor  # (D,) G+
+    far: torch.Tensor  # (D,) G-
+    user: torch.Tensor  # (D,)
+
+
+@dataclass
+class PGDResult:
+    delta: torch.Tensor  # (3, S, S) effective perturbation (attention applied, projected)
+    attention: torch.Tensor  # (S, S)
+    losses: list[float] = field(default_factory=list)
+
+
+def cloak_loss(emb: torch.Tensor, target: SurrogateTarget, self_weight: float) -> torch.Tensor:
+    """Eq. 4 averaged over views: ||e - G-|| - ||e - G+||, plus ``self_weight`` * cos(e, user)."""
+    loss = (emb - target.far).norm(dim=1) - (emb - target.near).norm(dim=1)
+    if self_weight:
+        loss = loss + self_weight * (emb @ target.user)
+    return loss.mean()
+
+
+def diversify(x: torch.Tensor, cfg: PGDConfig, gen: torch.Generator) -> torch.Tensor:
+    """Random per-view similarity jitter and down/up-sampling (differentiable)."""
+    n, _, size, _ = x.shape
+    active = (torch.rand(n, generator=gen) < cfg.diversity_prob).float()
+    scale = 1 + (torch.rand(n, generator=gen) * 2 - 1) * cfg.diversity_scale * active
+    shift = (torch.rand(n, 2, generator=gen) * 2 - 1) * cfg.diversity_shift * 2 * active[:, None]
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1 / scale
+    theta[:, :, 2] = shift
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    lo, hi = cfg.diversity_downsample
+    factor = lo + float(torch.rand(1, generator=gen)) * (hi - lo)
+    small = max(8, int(round(size * factor)))
+    if small < size:
+        x = F.interpolate(F.interpolate(x, size=small, mode="bilinear", antialias=True, align_corners=False),
+                          size=size, mode="bilinear", align_corners=False)
+    return x
+
+
+def _standardise(g: torch.Tensor) -> torch.Tensor:
+    return (g - g.mean()) / g.std().clamp_min(1e-12)
+
+
+def run_pgd(
+    views: torch.Tensor,
+    budget: torch.Tensor,
+    targets: Sequence[SurrogateTarget],
+    cfg: PGDConfig,
+    seed: int = 0,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> PGDResult:
+    """Optimise one delta for all ``views`` (N, 3, S, S) in [0, 1] under per-pixel ``budget`` (S, S).
+
+    delta_eff = clip(delta * alpha, -budget, budget); each view + delta_eff is clipped to [0, 1].
+    """
+    cfg.validate()
+    if not targets:
+        raise BadOptionError("at least one surrogate is needed")
+    gen = torch.Generator().manual_seed(seed)
+    size = views.shape[-1]
+    bound = budget.expand(3, size, size)
+    delta = (torch.rand(3, size, size, generator=gen) * 2 - 1) * bound if cfg.random_start else torch.zeros(3, size, size)
+    alpha = torch.ones(size, size)
+    velocity = torch.zeros_like(delta)
+    result = PGDResult(delta=delta, attention=alpha)
+    for it in range(cfg.iterations):
+        delta.requires_grad_(True)
+        alpha.requires_grad_(cfg.attention)
+        effective = torch.maximum(torch.minimum(delta * alpha, bound), -bound)
+        cloaked = (views + effective).clamp(0, 1)
+        batch = diversify(cloaked, cfg, gen)
+        loss = sum(cloak_loss(t.embed(batch), t, cfg.self_weight) for t in targets) / len(targets)
+        grads = torch.autograd.grad(loss, [delta, alpha] if cfg.attention else [delta])
+        with torch.no_grad():
+            grad = grads[0] / grads[0].abs().mean().clamp_min(1e-12)
+            velocity = cfg.momentum * velocity + grad
+            delta = (delta - cfg.step * velocity.sign()).clamp(-bound, bound)
+            if cfg.attention:
+                alpha = (alpha - cfg.attention_lr * _standardise(grads[1])).clamp(0, 1)
+        result.losses.append(float(loss.detach()))
+        if progress:
+            progress(it + 1, cfg.iterations, result.losses[-1])
+    with torch.no_grad():
+        result.delta = torch.maximum(torch.minimum(delta * alpha, bound), -bound)
+        result.attention = alpha.detach()
+    return result
