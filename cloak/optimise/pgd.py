@@ -62,28 +62,74 @@ def cloak_loss(emb: torch.Tensor, target: SurrogateTarget, self_weight: float) -
     return loss.mean()
 
 
-def diversify(x: torch.Tensor, cfg: PGDConfig, gen: torch.Generator) -> torch.Tensor:
-    """Random per-view similarity jitter and down/up-sampling (differentiable)."""
-    n, _, size, _ = x.shape
+@dataclass(frozen=True)
+class DiversityDraw:
+    """The random part of one step's input diversity, drawn up front so the step itself is pure."""
+
+    theta: torch.Tensor  # (N, 2, 3) affine_grid matrices
+    down_size: int  # side to down-sample to and back; == S means none
+
+
+def draw_diversity(n: int, size: int, cfg: PGDConfig, gen: torch.Generator) -> DiversityDraw:
+    """Per-view random rescale/shift and one down/up-sampling factor for this step."""
     active = (torch.rand(n, generator=gen) < cfg.diversity_prob).float()
     scale = 1 + (torch.rand(n, generator=gen) * 2 - 1) * cfg.diversity_scale * active
     shift = (torch.rand(n, 2, generator=gen) * 2 - 1) * cfg.diversity_shift * 2 * active[:, None]
     theta = torch.zeros(n, 2, 3)
     theta[:, 0, 0] = theta[:, 1, 1] = 1 / scale
     theta[:, :, 2] = shift
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     lo, hi = cfg.diversity_downsample
     factor = lo + float(torch.rand(1, generator=gen)) * (hi - lo)
-    small = max(8, int(round(size * factor)))
-    if small < size:
-        x = F.interpolate(F.interpolate(x, size=small, mode="bilinear", antialias=True, align_corners=False),
-                          size=size, mode="bilinear", align_corners=False)
+    return DiversityDraw(theta, min(size, max(8, int(round(size * factor)))))
+
+
+def diversify(x: torch.Tensor, draw: DiversityDraw) -> torch.Tensor:
+    """Apply a diversity draw to (N, 3, S, S) views (differentiable)."""
+    size = x.shape[-1]
+    grid = F.affine_grid(draw.theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    if draw.down_size < size:
+        x = F.interpolate(x, size=draw.down_size, mode="bilinear", antialias=True, align_corners=False)
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
     return x
 
 
 def _standardise(g: torch.Tensor) -> torch.Tensor:
     return (g - g.mean()) / g.std().clamp_min(1e-12)
+
+
+def project(delta: torch.Tensor, alpha: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
+    """Effective perturbation: delta * alpha clipped to the per-pixel budget."""
+    return torch.maximum(torch.minimum(delta * alpha, bound), -bound)
+
+
+@dataclass
+class StepState:
+    delta: torch.Tensor  # (3, S, S)
+    alpha: torch.Tensor  # (S, S)
+    velocity: torch.Tensor  # (3, S, S) momentum buffer
+
+
+def pgd_step(
+    state: StepState, views: torch.Tensor, bound: torch.Tensor, targets: Sequence[SurrogateTarget],
+    cfg: PGDConfig, draw: DiversityDraw,
+) -> tuple[StepState, torch.Tensor]:
+    """One PGD iteration over all views at once: loss, input gradient, attention update, projection.
+
+    Pure: returns the new state and the loss; the export stage traces exactly this function.
+    """
+    delta = state.delta.detach().requires_grad_(True)
+    alpha = state.alpha.detach().requires_grad_(cfg.attention)
+    cloaked = (views + project(delta, alpha, bound)).clamp(0, 1)
+    batch = diversify(cloaked, draw)
+    loss = sum(cloak_loss(t.embed(batch), t, cfg.self_weight) for t in targets) / len(targets)
+    grads = torch.autograd.grad(loss, [delta, alpha] if cfg.attention else [delta])
+    with torch.no_grad():
+        grad = grads[0] / grads[0].abs().mean().clamp_min(1e-12)
+        velocity = cfg.momentum * state.velocity + grad
+        new_delta = torch.maximum(torch.minimum(delta - cfg.step * velocity.sign(), bound), -bound)
+        new_alpha = (alpha - cfg.attention_lr * _standardise(grads[1])).clamp(0, 1) if cfg.attention else alpha
+    return StepState(new_delta, new_alpha.detach(), velocity), loss.detach()
 
 
 def run_pgd(
@@ -102,30 +148,14 @@ def run_pgd(
     if not targets:
         raise BadOptionError("at least one surrogate is needed")
     gen = torch.Generator().manual_seed(seed)
-    size = views.shape[-1]
+    n, size = views.shape[0], views.shape[-1]
     bound = budget.expand(3, size, size)
     delta = (torch.rand(3, size, size, generator=gen) * 2 - 1) * bound if cfg.random_start else torch.zeros(3, size, size)
-    alpha = torch.ones(size, size)
-    velocity = torch.zeros_like(delta)
-    result = PGDResult(delta=delta, attention=alpha)
+    state = StepState(delta, torch.ones(size, size), torch.zeros(3, size, size))
+    losses = []
     for it in range(cfg.iterations):
-        delta.requires_grad_(True)
-        alpha.requires_grad_(cfg.attention)
-        effective = torch.maximum(torch.minimum(delta * alpha, bound), -bound)
-        cloaked = (views + effective).clamp(0, 1)
-        batch = diversify(cloaked, cfg, gen)
-        loss = sum(cloak_loss(t.embed(batch), t, cfg.self_weight) for t in targets) / len(targets)
-        grads = torch.autograd.grad(loss, [delta, alpha] if cfg.attention else [delta])
-        with torch.no_grad():
-            grad = grads[0] / grads[0].abs().mean().clamp_min(1e-12)
-            velocity = cfg.momentum * velocity + grad
-            delta = (delta - cfg.step * velocity.sign()).clamp(-bound, bound)
-            if cfg.attention:
-                alpha = (alpha - cfg.attention_lr * _standardise(grads[1])).clamp(0, 1)
-        result.losses.append(float(loss.detach()))
+        state, loss = pgd_step(state, views, bound, targets, cfg, draw_diversity(n, size, cfg, gen))
+        losses.append(float(loss))
         if progress:
-            progress(it + 1, cfg.iterations, result.losses[-1])
-    with torch.no_grad():
-        result.delta = torch.maximum(torch.minimum(delta * alpha, bound), -bound)
-        result.attention = alpha.detach()
-    return result
+            progress(it + 1, cfg.iterations, losses[-1])
+    return PGDResult(delta=project(state.delta, state.alpha, bound), attention=state.alpha, losses=losses)

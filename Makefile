@@ -1,0 +1,25 @@
+# The two set-up commands (README): `make demo` and `make test`. Both install into .venv first.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: install demo test bench
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+# torch==2.13.0 FIRST: it is the CPU wheel on this disk; a looser pin pulls a multi-GB CUDA build.
+install: $(BIN)/python
+	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
+	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev]"
+
+demo: install
+	mkdir -p out
+	$(BIN)/facecloak enroll ../shared/assets/faces/lfw/Tony_Blair/Tony_Blair_0001.jpg -o out/me.fcmask
+	$(BIN)/facecloak apply out/me.fcmask ../shared/assets/faces/lfw/Tony_Blair/Tony_Blair_0002.jpg -o out/Tony_Blair_0002.cloaked.png
+
+test: install
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q
+
+bench: install
+	$(BIN)/python bench/enroll_bench.py
