@@ -1,0 +1,1 @@
+"""Protection benchmark: attacker-side protocol, metrics, report."""

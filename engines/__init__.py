@@ -1,0 +1,1 @@
+"""facecloak.engines"""
