@@ -1,0 +1,38 @@
+"""Shared fixtures: real LFW photos and models from ../shared/assets, loaded once per test process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facecloak.assets import assets_dir
+from facecloak.faces import FaceDetector
+from facecloak.imageio import read_image
+
+PEOPLE = ["Abdullah_Gul", "Tony_Blair", "Serena_Williams", "Hu_Jintao", "Laura_Bush"]
+
+
+@pytest.fixture(scope="session")
+def lfw() -> Path:
+    return assets_dir() / "faces" / "lfw"
+
+
+def person_photos(lfw: Path, name: str) -> list[Path]:
+    return sorted((lfw / name).glob("*.jpg"))
+
+
+@pytest.fixture(scope="session")
+def selfie_path(lfw: Path) -> Path:
+    return person_photos(lfw, "Tony_Blair")[0]
+
+
+@pytest.fixture(scope="session")
+def selfie(selfie_path: Path) -> np.ndarray:
+    return read_image(selfie_path)
+
+
+@pytest.fixture(scope="session")
+def detector() -> FaceDetector:
+    return FaceDetector()

@@ -1,0 +1,64 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from facecloak.cli import main
+from facecloak.imageio import read_image
+from facecloak.mask import decode_mask
+
+from .conftest import person_photos
+
+FAST = ["--views", "4", "--iterations", "3"]
+
+
+@pytest.mark.parametrize("surrogates", ["sface", "facenet"])
+def test_enroll_then_apply_on_lfw(tmp_path, lfw, surrogates, capsys):
+    photos = person_photos(lfw, "Serena_Williams")
+    mask_path = tmp_path / "me.fcmask"
+    assert main(["enroll", str(photos[0]), "-o", str(mask_path), "--surrogates", surrogates, *FAST]) == 0
+    mask = decode_mask(mask_path.read_bytes())
+    assert mask.models == (surrogates,) and mask_path.stat().st_size <= 16 * 1024
+    out = tmp_path / "cloaked.png"
+    assert main(["apply", str(mask_path), str(photos[4]), "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "self-check" in printed and "SSIM" in printed and "PSNR" in printed
+    clean, cloaked = read_image(photos[4]), read_image(out)
+    assert cloaked.shape == clean.shape and not np.array_equal(cloaked, clean)
+
+
+def test_enroll_is_deterministic(tmp_path, selfie_path):
+    a, b = tmp_path / "a.fcmask", tmp_path / "b.fcmask"
+    for path in (a, b):
+        assert main(["enroll", str(selfie_path), "-o", str(path), "--surrogates", "sface", *FAST, "--seed", "7"]) == 0
+    assert a.read_bytes() == b.read_bytes()
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", "facecloak.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_expected_failures_are_one_line_errors_with_specific_exit_codes(tmp_path, selfie_path):
+    blank = tmp_path / "blank.png"
+    from facecloak.imageio import write_image
+
+    write_image(blank, np.full((200, 200, 3), 127, np.uint8))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello")
+    bad_mask = tmp_path / "bad.fcmask"
+    bad_mask.write_bytes(b"FCMK" + b"\x00" * 40)
+    cases = [
+        (("enroll", str(blank), "-o", str(tmp_path / "m.fcmask")), 5, "no face"),
+        (("enroll", str(notes), "-o", str(tmp_path / "m.fcmask")), 3, "not an image"),
+        (("enroll", str(selfie_path), "-o", str(tmp_path / "m.png")), 2, "must end in .fcmask"),
+        (("apply", str(bad_mask), str(selfie_path), "-o", str(tmp_path / "o.png")), 7, "mask"),
+        (("apply", str(notes), str(selfie_path), "-o", str(tmp_path / "o.png")), 7, "not a FaceCloak mask"),
+        (("apply", str(bad_mask), str(selfie_path), "-o", str(tmp_path / "o.gif")), 2, "unsupported output"),
+    ]
+    for args, code, message in cases:
+        result = _run(*args)
+        assert result.returncode == code, (args, result.stderr)
+        assert message in result.stderr and "Traceback" not in result.stderr
+        assert result.stderr.strip().count("\n") == 0  # one line
+    assert not (tmp_path / "m.fcmask").exists() and not (tmp_path / "o.png").exists()

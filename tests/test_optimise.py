@@ -1,0 +1,60 @@
+import numpy as np
+import pytest
+import torch
+
+from facecloak.faces import AlignedFrame, align_largest_face
+from facecloak.models import torch_embedder
+from facecloak.optimise import BudgetConfig, PGDConfig, SurrogateTarget, budget_map, run_pgd, sticker_mask
+from facecloak.optimise.budget import border_taper
+
+
+@pytest.fixture(scope="module")
+def aligned(detector, selfie):
+    a = align_largest_face(detector, selfie, AlignedFrame())
+    frame_lms = np.hstack([a.face.landmarks, np.ones((5, 1))]) @ a.matrix.T
+    return a.crop, frame_lms
+
+
+def test_budget_map_levels_and_taper(aligned):
+    crop, lms = aligned
+    cfg = BudgetConfig()
+    budget = budget_map(crop, lms, cfg)
+    inner = budget[8:-8, 8:-8]
+    assert set(np.unique(np.round(inner * 255)).tolist()) == {8.0, 32.0}  # true pixel budgets: 8 and 32 grey levels
+    edge = cfg.eps_focus * 0.5 / cfg.border_taper_px  # the outermost pixel centre sits half a pixel in
+    assert budget[0].max() <= edge + 1e-7 and budget[:, -1].max() <= edge + 1e-7  # fades out at the crop edge
+    assert budget[4:-4, 4:-4].min() >= cfg.eps - 1e-7
+    eyes = sticker_mask(lms, 112)
+    for x, y in lms[:2]:
+        assert eyes[int(y), int(x)]
+    assert not eyes[5, 56]  # forehead top is not a sticker
+
+
+def test_focus_switches_turn_eps_a_off(aligned):
+    crop, lms = aligned
+    plain = budget_map(crop, lms, BudgetConfig(stickers=False, highpass=False))
+    assert np.round(plain.max() * 255) == 8
+    assert np.allclose(border_taper(112, 4.0)[56, 56], 1.0)
+
+
+def _targets(views):
+    embed = torch_embedder("sface")
+    with torch.no_grad():
+        user = embed(views[:1])[0]
+    rng = np.random.default_rng(0)
+    near, far = (torch.nn.functional.normalize(torch.from_numpy(rng.normal(size=128)).float(), dim=0) for _ in range(2))
+    return [SurrogateTarget(embed, near, far, user)]
+
+
+def test_pgd_respects_budget_is_deterministic_and_lowers_loss(aligned):
+    crop, lms = aligned
+    views = torch.from_numpy(crop).permute(2, 0, 1)[None].float().div(255).repeat(4, 1, 1, 1)
+    budget = torch.from_numpy(budget_map(crop, lms, BudgetConfig()))
+    cfg = PGDConfig(iterations=4)
+    first = run_pgd(views, budget, _targets(views), cfg, seed=3)
+    again = run_pgd(views, budget, _targets(views), cfg, seed=3)
+    assert torch.equal(first.delta, again.delta)
+    assert (first.delta.abs() <= budget + 1e-7).all()
+    assert first.delta.abs().max() > 8 / 255  # the focus pixels really get eps_A inside the loop
+    assert first.losses[-1] < first.losses[0]
+    assert 0.0 <= float(first.attention.min()) and float(first.attention.max()) <= 1.0
