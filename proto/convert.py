@@ -1,0 +1,114 @@
+"""EnrollConfig <-> facecloak.v1.EnrollOptions: the one place both the client and the server translate options.
+
+Budgets travel in grey levels (0..255 scale) as doubles, so the CLI's ``--eps 8`` arrives as
+exactly 8/255. Settings the API does not carry (frame, PGD step, ...) must stay at the core
+defaults: the client refuses a config that changes them rather than silently dropping them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields, replace
+
+from ..enroll import EnrollConfig
+from ..errors import BadOptionError
+from . import enrollment_pb2 as pb
+
+# Grey levels (eps, eps_A) of each preset; UNSPECIFIED means the server default.
+PRESETS: dict[int, tuple[float, float]] = {
+    pb.BUDGET_PRESET_SUBTLE: (4.0, 16.0),
+    pb.BUDGET_PRESET_STANDARD: (8.0, 32.0),
+    pb.BUDGET_PRESET_STRONG: (12.0, 48.0),
+}
+MAX_GREY = 64.0
+MAX_SEED = 2**32 - 1
+
+
+@dataclass(frozen=True)
+class OptionLimits:
+    """What a server accepts (also reported by Describe)."""
+
+    models: tuple[str, ...]
+    max_views: int = 32
+    max_check_views: int = 16
+    max_iterations: int = 100
+    max_masks: int = 5
+
+
+def _carried(config: EnrollConfig, base: EnrollConfig) -> EnrollConfig:
+    """``base`` with only the fields the API carries taken from ``config``."""
+    budget = replace(base.budget, eps=config.budget.eps, eps_focus=config.budget.eps_focus)
+    pgd = replace(base.pgd, iterations=config.pgd.iterations)
+    return replace(base, surrogates=config.surrogates, views=config.views, check_views=config.check_views,
+                   seed=config.seed, budget=budget, pgd=pgd)
+
+
+def _differences(a: object, b: object, prefix: str = "") -> list[str]:
+    if a == b:
+        return []
+    if not hasattr(a, "__dataclass_fields__"):
+        return [prefix.rstrip(".")]
+    return [d for f in fields(a) for d in _differences(getattr(a, f.name), getattr(b, f.name), f"{prefix}{f.name}.")]
+
+
+def options_from_config(config: EnrollConfig, mask_count: int = 1) -> pb.EnrollOptions:
+    """Client side: the request options for ``config`` (BadOptionError if it cannot be expressed)."""
+    lost = _differences(config, _carried(config, EnrollConfig()))
+    if lost:
+        raise BadOptionError(f"the enrollment API cannot carry these settings (keep the defaults): {', '.join(lost)}")
+    if not 0 <= config.seed <= MAX_SEED:
+        raise BadOptionError(f"seed must be in 0..{MAX_SEED} for remote enrollment, got {config.seed}")
+    return pb.EnrollOptions(
+        eps=config.budget.eps * 255.0, eps_focus=config.budget.eps_focus * 255.0,
+        iterations=config.pgd.iterations, views=config.views, check_views=config.check_views,
+        surrogates=list(config.surrogates), seed=config.seed, mask_count=mask_count,
+    )
+
+
+def _bounded(name: str, value: int, low: int, high: int) -> int:
+    if not low <= value <= high:
+        raise BadOptionError(f"{name} must be in {low}..{high} on this server, got {value}")
+    return value
+
+
+def _grey(name: str, value: float) -> float:
+    if not (math.isfinite(value) and 0 < value <= MAX_GREY):
+        raise BadOptionError(f"{name} is in grey levels and must be in (0, {MAX_GREY:g}], got {value}")
+    return value
+
+
+def configs_from_options(options: pb.EnrollOptions, base: EnrollConfig, limits: OptionLimits) -> list[EnrollConfig]:
+    """Server side: one validated EnrollConfig per requested mask (seeds seed, seed+1, ...)."""
+    if options.budget_preset == pb.BUDGET_PRESET_UNSPECIFIED:
+        eps, eps_focus = base.budget.eps * 255.0, base.budget.eps_focus * 255.0
+    elif options.budget_preset in PRESETS:
+        eps, eps_focus = PRESETS[options.budget_preset]
+    else:
+        raise BadOptionError(f"unknown budget preset {options.budget_preset}")
+    if options.HasField("eps"):
+        eps = _grey("eps", options.eps)
+        eps_focus = max(eps, eps_focus)
+    if options.HasField("eps_focus"):
+        eps_focus = _grey("eps_focus", options.eps_focus)
+    if eps > eps_focus:
+        raise BadOptionError(f"eps ({eps:g}) must not exceed eps_focus ({eps_focus:g})")
+    surrogates = tuple(options.surrogates) or base.surrogates
+    unknown = [s for s in surrogates if s not in limits.models]
+    if unknown or len(set(surrogates)) != len(surrogates):
+        raise BadOptionError(f"surrogates must be distinct names from {list(limits.models)}; got {list(surrogates)[:8]}")
+    pick = lambda name, default: getattr(options, name) if options.HasField(name) else default  # noqa: E731
+    views = _bounded("views", pick("views", base.views), 1, limits.max_views)
+    check_views = _bounded("check_views", pick("check_views", base.check_views), 0, limits.max_check_views)
+    iterations = _bounded("iterations", pick("iterations", base.pgd.iterations), 1, limits.max_iterations)
+    count = _bounded("mask_count", options.mask_count or 1, 1, limits.max_masks)
+    seed = pick("seed", base.seed)
+    if seed + count - 1 > MAX_SEED:
+        raise BadOptionError(f"seed + mask_count - 1 must not exceed {MAX_SEED}")
+    config = replace(
+        base, surrogates=surrogates, views=views, check_views=check_views,
+        budget=replace(base.budget, eps=eps / 255.0, eps_focus=eps_focus / 255.0),
+        pgd=replace(base.pgd, iterations=iterations),
+    )
+    configs = [replace(config, seed=seed + i) for i in range(count)]
+    configs[0].validate()
+    return configs

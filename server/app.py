@@ -1,0 +1,195 @@
+"""Assembling and running the server: warm-up, gRPC (TLS/mTLS), health, reflection, metrics, shutdown."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+import grpc
+import torch
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from .. import __version__
+from ..assets import asset
+from ..enroll import EnrollConfig, Enroller
+from ..imageio import ImageLimits
+from ..models import get_card, torch_embedder
+from ..proto import enrollment_pb2 as pb
+from ..proto.convert import OptionLimits
+from .auth import ApiKeyAuth, RateLimiter, load_api_keys
+from .config import ServerConfig
+from .metrics import Metrics
+from .pool import EnrollPool
+from .service import SERVICE_NAME, EnrollmentServicer, Readiness
+
+log = logging.getLogger("facecloak.server")
+API_VERSION = "facecloak.v1"
+
+
+def default_warmup(enroller: Enroller, models: tuple[str, ...]) -> None:
+    """Load everything the first request would otherwise wait for: gallery (built and cached on first use),
+    the differentiable surrogates, the detector."""
+    enroller.gallery(models)
+    for name in models:
+        torch_embedder(name)
+    enroller.detector.detect(torch.zeros(64, 64, 3, dtype=torch.uint8).numpy())
+
+
+def server_credentials(config: ServerConfig) -> grpc.ServerCredentials:
+    key, cert = Path(config.tls_key).read_bytes(), Path(config.tls_cert).read_bytes()
+    client_ca = Path(config.tls_client_ca).read_bytes() if config.tls_client_ca else None
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    out = {"facecloak": __version__, "torch": torch.__version__}
+    for dist in ("grpcio", "protobuf", "onnxruntime", "opencv-python-headless"):
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+class FaceCloakServer:
+    """One enrollment server. ``start`` binds and returns the port at once; models warm up in the background
+    (Enroll answers MODELS_NOT_READY and health says NOT_SERVING until then)."""
+
+    def __init__(self, config: ServerConfig, enroller: Enroller | None = None,
+                 warmup: Callable[[Enroller, tuple[str, ...]], None] = default_warmup) -> None:
+        config.validate()
+        self.config = config
+        self.metrics = Metrics()
+        self.readiness = Readiness()
+        self._ready_event = threading.Event()
+        self._enroller = enroller
+        self._warmup = warmup
+        self._manifest: list[pb.ModelInfo] = []
+        self.defaults = replace(EnrollConfig(), surrogates=tuple(m for m in EnrollConfig().surrogates if m in config.models)
+                                or config.models)
+        self.limits = OptionLimits(config.models, config.max_views, config.max_check_views, config.max_iterations,
+                                   config.max_masks)
+        self.pool = EnrollPool(None, config.workers, config.queue_depth, self.metrics)  # enroller set by warm-up
+        self.auth = ApiKeyAuth(load_api_keys(config.api_keys, config.api_keys_file))
+        self.health = health.HealthServicer(experimental_non_blocking=True)
+        self._grpc: grpc.Server | None = None
+        self._metrics_http = None
+        self.port: int | None = None
+        self.metrics_port: int | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+    def start(self) -> int:
+        cfg = self.config
+        if cfg.torch_threads:
+            torch.set_num_threads(cfg.torch_threads)
+        servicer = EnrollmentServicer(
+            self.pool, self.auth, RateLimiter(cfg.rate_limit_per_minute, cfg.rate_limit_burst), self.metrics,
+            self.defaults, self.limits, ImageLimits(cfg.max_image_bytes, cfg.max_image_pixels), self.readiness,
+            self.describe,
+        )
+        slots = cfg.workers + cfg.queue_depth
+        server = grpc.server(
+            # Every admitted Enroll holds a thread for its whole life; the rest answer quick rejections.
+            ThreadPoolExecutor(max_workers=slots + 16, thread_name_prefix="rpc"),
+            options=[
+                ("grpc.max_receive_message_length", cfg.max_message_bytes),
+                ("grpc.max_send_message_length", 8 * 1024 * 1024),
+                ("grpc.so_reuseport", 0),  # a second server on the same port must fail, not share it
+            ],
+            maximum_concurrent_rpcs=4 * slots + 64,  # bounds memory held by pending uploads
+        )
+        server.add_generic_rpc_handlers((servicer.handlers(),))
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
+        for name in ("", SERVICE_NAME):
+            self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        address = f"[{cfg.host}]:{cfg.port}" if ":" in cfg.host else f"{cfg.host}:{cfg.port}"
+        self.port = server.add_secure_port(address, server_credentials(cfg)) if cfg.tls else server.add_insecure_port(address)
+        if not self.port:
+            raise OSError(f"cannot listen on {address}")
+        server.start()
+        self._grpc = server
+        if cfg.metrics_port is not None:
+            self._metrics_http, self.metrics_port = self.metrics.serve(cfg.metrics_host, cfg.metrics_port)
+        threading.Thread(target=self._warm, name="warmup", daemon=True).start()
+        log.info("listening", extra={"port": self.port, "models": list(cfg.models)})
+        return self.port
+
+    def _warm(self) -> None:
+        try:
+            enroller = self._enroller or Enroller()
+            self._warmup(enroller, self.config.models)
+            self._manifest = self._model_manifest()
+        except Exception as exc:  # noqa: BLE001 - reported through health, Describe and MODELS_NOT_READY
+            self.readiness.problem = f"start-up failed: {exc}"
+            log.exception("warm-up failed")
+            return
+        self.pool.enroller = enroller
+        self.readiness.ready = True
+        self.metrics.ready.set(1)
+        for name in ("", SERVICE_NAME):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._ready_event.set()
+        log.info("ready")
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        return self._ready_event.wait(timeout)
+
+    def stop(self, grace: float | None = None) -> None:
+        """Graceful: refuse new calls, let in-flight enrollments finish for ``grace`` s, then cancel the rest."""
+        grace = self.config.grace_seconds if grace is None else grace
+        self.readiness.ready = False
+        self.readiness.problem = "the server is shutting down"
+        self.health.enter_graceful_shutdown()
+        self.metrics.ready.set(0)
+        if self._grpc is not None:
+            self._grpc.stop(grace).wait()
+        self.pool.close(wait=True)
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()
+        log.info("stopped")
+
+    def wait_for_termination(self) -> None:
+        if self._grpc is not None:
+            self._grpc.wait_for_termination()
+
+    # -- Describe --------------------------------------------------------------------------------------------
+    def _model_manifest(self) -> list[pb.ModelInfo]:
+        out = []
+        for name in self.config.models:
+            card = get_card(name)
+            out.append(pb.ModelInfo(name=name, input_size=card.input_size, embedding_dim=card.embedding_dim,
+                                    match_threshold=card.match_threshold, file=card.file,
+                                    sha256=_sha256(asset(card.file)), backend=self.config.backend))
+        return out
+
+    def describe(self) -> pb.DescribeResponse:
+        cfg, d = self.config, self.defaults
+        return pb.DescribeResponse(
+            server_version=__version__, api_version=API_VERSION, ready=self.readiness.ready, backend=cfg.backend,
+            view_generator="augment", models=self._manifest, auth_required=self.auth.enabled, versions=_versions(),
+            limits=pb.Limits(
+                max_image_bytes=cfg.max_image_bytes, max_image_pixels=cfg.max_image_pixels,
+                max_message_bytes=cfg.max_message_bytes, max_views=cfg.max_views, max_check_views=cfg.max_check_views,
+                max_iterations=cfg.max_iterations, max_masks=cfg.max_masks, workers=cfg.workers,
+                queue_depth=cfg.queue_depth, rate_limit_per_minute=cfg.rate_limit_per_minute),
+            defaults=pb.EnrollDefaults(
+                eps=d.budget.eps * 255, eps_focus=d.budget.eps_focus * 255, iterations=d.pgd.iterations, views=d.views,
+                check_views=d.check_views, surrogates=list(d.surrogates), seed=d.seed),
+        )

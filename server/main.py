@@ -1,0 +1,47 @@
+"""``facecloak-server``: run the enrollment service until SIGINT/SIGTERM, then drain gracefully."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from ..errors import FaceCloakError
+from .config import load_config
+from .logs import configure_logging
+
+log = logging.getLogger("facecloak.server")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        config = load_config(argv)
+    except FaceCloakError as exc:
+        print(f"facecloak-server: error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(config.log_level)
+    from .app import FaceCloakServer  # heavy imports (torch) only once the flags are valid
+
+    try:
+        server = FaceCloakServer(config)
+        port = server.start()
+    except (FaceCloakError, OSError, RuntimeError) as exc:
+        print(f"facecloak-server: error: {exc}", file=sys.stderr)
+        return 1
+    # One plain line on stdout so scripts can find the port when --port 0 was asked for.
+    print(f"facecloak-server listening on {config.host}:{port}" + (f" metrics :{server.metrics_port}"
+                                                                   if server.metrics_port else ""), flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(1.0):  # short waits keep the main thread responsive to signals
+        pass
+    log.info("shutting down", extra={"seconds": config.grace_seconds})
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""The facecloak.v1.EnrollmentService implementation (Enroll, Describe) on a synchronous gRPC server."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from .. import __version__
+from ..enroll import EnrollConfig, EnrollResult
+from ..imageio import ImageLimits, decode_image
+from ..mask import encode_mask
+from ..proto import enrollment_pb2 as pb
+from ..proto.convert import OptionLimits, configs_from_options
+from .auth import ApiKeyAuth, RateLimiter
+from .errors import REQUEST_ID_KEY, ServiceError, abort
+from .metrics import Metrics
+from .pool import EnrollPool, Job, JobOutcome, ProgressEvent
+
+log = logging.getLogger("facecloak.server")
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EnrollmentService"].full_name
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_POLL_SECONDS = 0.5
+
+
+class Malformed:
+    """Stands in for a request whose bytes are not a valid protobuf message."""
+
+
+def safe_parser(message_type):
+    """A request deserialiser that never raises, so malformed input gets MALFORMED_REQUEST, not INTERNAL."""
+
+    def parse(data: bytes):
+        try:
+            return message_type.FromString(data)
+        except (DecodeError, RecursionError, ValueError):
+            return Malformed()
+
+    return parse
+
+
+@dataclass
+class Readiness:
+    ready: bool = False
+    problem: str = "the models are still loading"
+
+
+def request_id_of(context: grpc.ServicerContext) -> str:
+    """The caller's x-request-id if it is a sane token, else a fresh one."""
+    given = next((v for k, v in context.invocation_metadata() if k == REQUEST_ID_KEY), "")
+    return given if isinstance(given, str) and _REQUEST_ID.match(given) else uuid.uuid4().hex
+
+
+def _progress(stage: str, fraction: float, index: int = 0, ahead: int = 0) -> pb.EnrollResponse:
+    return pb.EnrollResponse(progress=pb.Progress(stage=stage, fraction=fraction, mask_index=index, queue_position=ahead))
+
+
+def result_message(outcome: JobOutcome, request_id: str) -> pb.EnrollResponse:
+    first: EnrollResult = outcome.results[0]
+    face = first.face
+    detected = pb.DetectedFace(
+        x=face.box[0], y=face.box[1], width=face.box[2], height=face.box[3], score=face.score,
+        landmarks=[pb.Point(x=float(x), y=float(y)) for x, y in face.landmarks],
+    )
+    masks = [
+        pb.MaskResult(
+            fcmask=encode_mask(r.mask), seed=seed,
+            self_check=[pb.SelfCheck(model=c.model, similarity_before=c.before, similarity_after=c.after,
+                                     match_threshold=c.threshold) for c in r.self_check],
+            timings=[pb.StageTiming(stage=k, seconds=v) for k, v in r.timings.items()],
+        )
+        for r, seed in zip(outcome.results, outcome.seeds)
+    ]
+    return pb.EnrollResponse(result=pb.EnrollResult(masks=masks, face=detected, request_id=request_id,
+                                                    queue_seconds=outcome.queue_seconds))
+
+
+class EnrollmentServicer:
+    def __init__(self, pool: EnrollPool, auth: ApiKeyAuth, limiter: RateLimiter, metrics: Metrics,
+                 defaults: EnrollConfig, limits: OptionLimits, image_limits: ImageLimits, readiness: Readiness,
+                 describe: Callable[[], pb.DescribeResponse]) -> None:
+        self.pool = pool
+        self.auth = auth
+        self.limiter = limiter
+        self.metrics = metrics
+        self.defaults = defaults
+        self.limits = limits
+        self.image_limits = image_limits
+        self.readiness = readiness
+        self._describe = describe
+
+    def handlers(self) -> grpc.GenericRpcHandler:
+        return grpc.method_handlers_generic_handler(SERVICE_NAME, {
+            "Enroll": grpc.unary_stream_rpc_method_handler(
+                self.Enroll, request_deserializer=safe_parser(pb.EnrollRequest),
+                response_serializer=pb.EnrollResponse.SerializeToString),
+            "Describe": grpc.unary_unary_rpc_method_handler(
+                self.Describe, request_deserializer=safe_parser(pb.DescribeRequest),
+                response_serializer=pb.DescribeResponse.SerializeToString),
+        })
+
+    def _finish(self, method: str, request_id: str, start: float, error: ServiceError | None, **fields) -> None:
+        code = error.code.name if error else "OK"
+        self.metrics.requests.labels(method, code).inc()
+        if error:
+            self.metrics.errors.labels(error.reason).inc()
+        level = logging.ERROR if error and error.reason == "INTERNAL" else logging.INFO
+        log.log(level, "rpc finished", extra={"request_id": request_id, "method": method, "code": code,
+                                              "reason": error.reason if error else None,
+                                              "duration_ms": round((time.monotonic() - start) * 1000, 1), **fields})
+
+    def _authenticate(self, request, context: grpc.ServicerContext) -> str | None:
+        if isinstance(request, Malformed):
+            raise ServiceError("MALFORMED_REQUEST", "the request is not a valid facecloak.v1 message")
+        return self.auth.authenticate(context.invocation_metadata())
+
+    def Describe(self, request, context: grpc.ServicerContext) -> pb.DescribeResponse:
+        request_id, start = request_id_of(context), time.monotonic()
+        try:
+            self._authenticate(request, context)
+        except ServiceError as err:
+            self._finish("Describe", request_id, start, err)
+            abort(context, err, request_id)
+        self._finish("Describe", request_id, start, None)
+        return self._describe()
+
+    def Enroll(self, request, context: grpc.ServicerContext) -> Iterator[pb.EnrollResponse]:
+        request_id, start = request_id_of(context), time.monotonic()
+        context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
+        key_id = None
+        try:
+            key_id = self._authenticate(request, context)
+            if not self.readiness.ready:
+                raise ServiceError("MODELS_NOT_READY", f"not ready: {self.readiness.problem}")
+            self.limiter.acquire(key_id or context.peer())
+            configs = configs_from_options(request.options, self.defaults, self.limits)
+            job = self._admit(request, configs, request_id, context)
+            yield _progress("queued", 0.0, ahead=job.ahead)
+            outcome = yield from self._follow(job, context)
+            response = result_message(outcome, request_id)
+            del outcome  # the masks now live only in the response
+        except ServiceError as err:
+            self._finish("Enroll", request_id, start, err, key_id=key_id)
+            abort(context, err, request_id)
+        except Exception as exc:  # core errors raised before the job started (e.g. BadOptionError)
+            err = ServiceError.from_exception(exc)
+            if err.reason == "INTERNAL":
+                log.exception("Enroll failed", extra={"request_id": request_id})
+            self._finish("Enroll", request_id, start, err, key_id=key_id)
+            abort(context, err, request_id)
+        self.metrics.enroll_seconds.observe(time.monotonic() - start)
+        self._finish("Enroll", request_id, start, None, key_id=key_id, masks=len(response.result.masks),
+                     queue_ms=round(response.result.queue_seconds * 1000, 1))
+        yield response
+
+    def _admit(self, request: pb.EnrollRequest, configs: list[EnrollConfig], request_id: str,
+               context: grpc.ServicerContext) -> Job:
+        """Reserve a queue slot, decode the photo, drop the upload bytes, hand the job to a worker."""
+        ahead = self.pool.reserve()
+        try:
+            photo = decode_image(request.image, self.image_limits)
+            request.ClearField("image")  # the compressed upload is not needed any more
+            remaining = context.time_remaining()
+            deadline = None if remaining is None else time.monotonic() + remaining
+            job = Job(request_id, configs, photo, deadline=deadline, ahead=ahead)
+            del photo
+            if not context.add_callback(lambda: job.stop("DEADLINE_EXCEEDED" if _expired(context) else "CANCELLED")):
+                job.stop("CANCELLED")
+            self.pool.submit(job)
+        except RuntimeError:  # the executor refused: we are shutting down
+            self.pool.release()
+            raise ServiceError("SHUTTING_DOWN", "the server is shutting down; retry on another instance") from None
+        except BaseException:
+            self.pool.release()
+            raise
+        return job
+
+    def _follow(self, job: Job, context: grpc.ServicerContext):
+        """Relay the job's progress events; return its outcome or raise its error."""
+        while True:
+            try:
+                event = job.events.get(timeout=_POLL_SECONDS)
+            except queue.Empty:  # nothing yet (queued, or a long stage): keep waiting
+                continue
+            if isinstance(event, ProgressEvent):
+                yield _progress(event.stage, event.fraction, event.mask_index)
+            elif isinstance(event, JobOutcome):
+                return event
+            else:
+                raise event
+
+
+def _expired(context: grpc.ServicerContext) -> bool:
+    remaining = context.time_remaining()
+    return remaining is not None and remaining <= 0
