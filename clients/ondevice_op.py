@@ -1,0 +1,98 @@
+"""The on-device add-and-clip op as a PyTorch module (the single source of the exported models).
+
+Contract (the same for ONNX, Core ML and TFLite; docs/ondevice.md explains the choices):
+
+- ``roi``    (1, h, w, 3) RGB, NHWC, the face region cropped from the camera frame. uint8 for ONNX and
+  TFLite (phones hold interleaved 8-bit pixels, so there is nothing to convert); float32 0..255 for
+  Core ML, whose ML Program multi-arrays have no uint8 type.
+- ``mask``   (S, S, 3) float32, the mask delta on the 0..255 scale (file levels x quantum x 255), HWC.
+  It is an input, not a weight: one model serves every user and the secret mask never ships in it.
+- ``matrix`` (2, 3) float32, maps ROI pixel (x, y) to mask pixel coordinates (pixel centres on
+  integers, as cv2.warpAffine with WARP_INVERSE_MAP). The 5-landmark similarity fit and the ROI
+  offset are folded in beside the graph (a closed form of ~20 flops, see ondevice_reference).
+
+Output: the cloaked ROI, same shape and dtype as ``roi``: round(roi + bilinear(mask)), clipped to
+0..255, with the mask taken as zero outside its square (the server's warp_mask_to_photo/add_and_clip).
+Only torch is imported here so the separate LiteRT export environment can load this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+IO_DTYPES = ("uint8", "float32")
+# Finite bound for sanitised matrix entries: keeps grid coordinates finite (no NaN reaches the sampler)
+# while still sending every pixel of any sane frame outside the mask.
+_MATRIX_BOUND = 1.0e4
+
+
+@dataclass(frozen=True)
+class OpConfig:
+    """Shape and dtype choices baked into one exported model."""
+
+    mask_size: int = 112
+    io_dtype: str = "uint8"
+
+    def __post_init__(self) -> None:
+        if not 8 <= self.mask_size <= 1024:
+            raise ValueError(f"mask_size must be in 8..1024, got {self.mask_size}")
+        if self.io_dtype not in IO_DTYPES:
+            raise ValueError(f"io_dtype must be one of {IO_DTYPES}, got {self.io_dtype!r}")
+
+
+class AddAndClip(torch.nn.Module):
+    """cloaked_roi = clip(round(roi + warp(mask, matrix)), 0, 255)."""
+
+    def __init__(self, config: OpConfig = OpConfig()) -> None:
+        super().__init__()
+        self.config = config
+
+    def forward(self, roi: torch.Tensor, mask: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+        size = float(self.config.mask_size)
+        # NaN -> 0 and a finite bound: garbage transforms then sample outside the mask (adds zero).
+        matrix = torch.clamp(_nan_to_zero(matrix), -_MATRIX_BOUND, _MATRIX_BOUND)
+        mask = torch.clamp(_nan_to_zero(mask), -255.0, 255.0)
+        # Explicit base grid from aranges of the dynamic size (affine_grid with a dynamic size does not
+        # convert to Core ML). grid_sample with align_corners=False puts pixel centre i at (2i+1)/S - 1.
+        xs = _index_ramp(roi[0, 0, :, 0]).reshape(1, -1)
+        ys = _index_ramp(roi[0, :, 0, 0]).reshape(-1, 1)
+        k = 2.0 / size
+        gx = (matrix[0, 0] * k) * xs + (matrix[0, 1] * k) * ys + (matrix[0, 2] * k + (1.0 / size - 1.0))
+        gy = (matrix[1, 0] * k) * xs + (matrix[1, 1] * k) * ys + (matrix[1, 2] * k + (1.0 / size - 1.0))
+        grid = torch.stack([gx, gy], dim=-1).unsqueeze(0)
+        warped = F.grid_sample(mask.permute(2, 0, 1).unsqueeze(0), grid, mode="bilinear", padding_mode="zeros",
+                               align_corners=False)
+        total = roi.to(torch.float32) + warped.permute(0, 2, 3, 1)
+        out = torch.clamp(torch.round(total), 0.0, 255.0)
+        return out.to(torch.uint8) if self.config.io_dtype == "uint8" else out
+
+
+def _nan_to_zero(x: torch.Tensor) -> torch.Tensor:
+    """NaN -> 0 (infinities are clamped by the caller).
+
+    The zeros are computed from the input, not a constant: Core ML rejects where() with a scalar
+    operand, and a constant would be broadcast into a full-size weight blob in the model.
+    """
+    valid = x == x
+    return torch.where(valid, x, valid.to(torch.float32) * 0.0)
+
+
+def _index_ramp(line: torch.Tensor) -> torch.Tensor:
+    """0, 1, ..., n-1 as float32 for a 1-D tensor of dynamic length n.
+
+    A cumulative sum of ones rather than arange: litert-torch cannot lower arange with a symbolic end.
+    Exact for n < 2**24.
+    """
+    return torch.cumsum(torch.ones_like(line, dtype=torch.float32), dim=0) - 1.0
+
+
+def example_inputs(config: OpConfig, height: int = 96, width: int = 80) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Inputs of the right dtypes for tracing/export (values are irrelevant)."""
+    roi_dtype = torch.uint8 if config.io_dtype == "uint8" else torch.float32
+    roi = torch.zeros((1, height, width, 3), dtype=roi_dtype)
+    mask = torch.zeros((config.mask_size, config.mask_size, 3), dtype=torch.float32)
+    matrix = torch.tensor([[0.5, 0.0, 1.0], [0.0, 0.5, 2.0]], dtype=torch.float32)
+    return roi, mask, matrix
