@@ -134,7 +134,7 @@ class EnrollmentServicer:
     def Enroll(self, request, context: grpc.ServicerContext) -> Iterator[pb.EnrollResponse]:
         request_id, start = request_id_of(context), time.monotonic()
         context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
-        key_id = None
+        key_id, job, error = None, None, None
         try:
             key_id = self._authenticate(request, context)
             if not self.readiness.ready:
@@ -146,15 +146,21 @@ class EnrollmentServicer:
             outcome = yield from self._follow(job, context)
             response = result_message(outcome, request_id)
             del outcome  # the masks now live only in the response
+        except GeneratorExit:  # gRPC dropped the stream: the client went away while we were sending
+            reason = "DEADLINE_EXCEEDED" if _expired(context) else "CANCELLED"
+            if job is not None:
+                job.stop(reason)
+            self._finish("Enroll", request_id, start, ServiceError(reason, reason.lower()), key_id=key_id)
+            raise
         except ServiceError as err:
-            self._finish("Enroll", request_id, start, err, key_id=key_id)
-            abort(context, err, request_id)
+            error = err
         except Exception as exc:  # core errors raised before the job started (e.g. BadOptionError)
-            err = ServiceError.from_exception(exc)
-            if err.reason == "INTERNAL":
+            error = ServiceError.from_exception(exc)
+            if error.reason == "INTERNAL":
                 log.exception("Enroll failed", extra={"request_id": request_id})
-            self._finish("Enroll", request_id, start, err, key_id=key_id)
-            abort(context, err, request_id)
+        if error is not None:
+            self._finish("Enroll", request_id, start, error, key_id=key_id)
+            abort(context, error, request_id)
         self.metrics.enroll_seconds.observe(time.monotonic() - start)
         self._finish("Enroll", request_id, start, None, key_id=key_id, masks=len(response.result.masks),
                      queue_ms=round(response.result.queue_seconds * 1000, 1))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import io
 import ipaddress
+import time
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -18,7 +19,7 @@ from facecloak.clients.python import ClientSettings, EnrollmentClient, RemoteEnr
 from facecloak.enroll import EnrollConfig
 from facecloak.optimise import PGDConfig
 from facecloak.proto.convert import options_from_config
-from facecloak.server.app import FaceCloakServer
+from facecloak.server.app import FaceCloakServer, default_warmup
 from facecloak.server.config import ServerConfig
 
 READY_TIMEOUT = 300  # the first start on a fresh machine builds the anchor gallery (~35 s, more under load)
@@ -61,10 +62,10 @@ def options(config: EnrollConfig = TINY, **fields):
 
 
 @contextmanager
-def running_server(wait: bool = True, **settings):
+def running_server(wait: bool = True, enroller=None, warmup=default_warmup, **settings):
     """A real server on 127.0.0.1 (any free port) with the sface surrogate; stopped on exit."""
     config = ServerConfig(**{"port": 0, "models": ("sface",), "grace_seconds": 0.0, **settings})
-    server = FaceCloakServer(config)
+    server = FaceCloakServer(config, enroller=enroller, warmup=warmup)
     server.start()
     try:
         if wait:
@@ -76,6 +77,14 @@ def running_server(wait: bool = True, **settings):
 
 def client_for(server: FaceCloakServer, **settings) -> EnrollmentClient:
     return EnrollmentClient(f"127.0.0.1:{server.port}", ClientSettings(**settings), environ={})
+
+
+def wait_until(condition, timeout: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
 
 
 def remote_error(fn, *args, **kwargs) -> RemoteEnrollError:
