@@ -52,9 +52,10 @@ class AddAndClip(torch.nn.Module):
 
     def forward(self, roi: torch.Tensor, mask: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
         size = float(self.config.mask_size)
-        # NaN -> 0 and a finite bound: garbage transforms then sample outside the mask (adds zero).
-        matrix = torch.clamp(_nan_to_zero(matrix), -_MATRIX_BOUND, _MATRIX_BOUND)
-        mask = torch.clamp(_nan_to_zero(mask), -255.0, 255.0)
+        # NaN -> a huge finite entry: a garbage transform then samples outside the mask (adds zero);
+        # a NaN mask value adds zero. No NaN can reach the output, which stays within 0..255.
+        matrix = torch.clamp(_replace_nan(matrix, _MATRIX_BOUND), -_MATRIX_BOUND, _MATRIX_BOUND)
+        mask = torch.clamp(_replace_nan(mask, 0.0), -255.0, 255.0)
         # Explicit base grid from aranges of the dynamic size (affine_grid with a dynamic size does not
         # convert to Core ML). grid_sample with align_corners=False puts pixel centre i at (2i+1)/S - 1.
         xs = _index_ramp(roi[0, 0, :, 0]).reshape(1, -1)
@@ -70,14 +71,14 @@ class AddAndClip(torch.nn.Module):
         return out.to(torch.uint8) if self.config.io_dtype == "uint8" else out
 
 
-def _nan_to_zero(x: torch.Tensor) -> torch.Tensor:
-    """NaN -> 0 (infinities are clamped by the caller).
+def _replace_nan(x: torch.Tensor, value: float) -> torch.Tensor:
+    """NaN -> value (infinities are clamped by the caller).
 
-    The zeros are computed from the input, not a constant: Core ML rejects where() with a scalar
+    The fill is computed from the input, not a constant: Core ML rejects where() with a scalar
     operand, and a constant would be broadcast into a full-size weight blob in the model.
     """
     valid = x == x
-    return torch.where(valid, x, valid.to(torch.float32) * 0.0)
+    return torch.where(valid, x, valid.to(torch.float32) * 0.0 + value)
 
 
 def _index_ramp(line: torch.Tensor) -> torch.Tensor:
