@@ -1,0 +1,77 @@
+"""Core ML and TFLite exports of the on-device op, checked on Linux against torch and the server apply."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facecloak.clients import ondevice_mil as mil
+from facecloak.clients.ondevice_export import (
+    MAX_MODEL_BYTES, ExportUnavailableError, export_coreml, export_tflite, litert_python, main, model_bytes,
+)
+from facecloak.clients.ondevice_verify import compare, coreml_runner, lfw_cases, random_mask_bytes, tflite_runner, torch_runner
+
+TFLITE_TILE = 128  # small tile: the test ROIs (LFW faces, ~250 px) then span several tiles, edge tiles included
+
+
+@pytest.fixture(scope="module")
+def cases():
+    return lfw_cases(2)
+
+
+@pytest.fixture(scope="module")
+def mlpackage(tmp_path_factory) -> Path:
+    return export_coreml(tmp_path_factory.mktemp("coreml") / "op.mlpackage")
+
+
+def test_coreml_interface_and_ops(mlpackage):
+    spec = mil.load_program(mlpackage)
+    inputs, outputs = mil.interface(spec)
+    assert [(t.name, t.dtype) for t in inputs] == [("roi", "FLOAT32"), ("mask", "FLOAT32"), ("matrix", "FLOAT32")]
+    assert inputs[0].shape == ((1, 1), (8, 4096), (8, 4096), (3, 3))
+    assert inputs[1].shape == (112, 112, 3) and inputs[2].shape == (2, 3)
+    assert [(t.name, t.dtype) for t in outputs] == [("cloaked", "FLOAT32")]
+    used = mil.check_ops(spec)
+    assert "resample" in used and "round" in used and "clip" in used
+    assert model_bytes(mlpackage) <= MAX_MODEL_BYTES
+
+
+def test_coreml_whitelist_rejects_unknown_ops(mlpackage):
+    spec = mil.load_program(mlpackage)
+    mil.operations(spec)[-1].type = "sin"
+    with pytest.raises(mil.CoreMLCheckError, match="sin"):
+        mil.check_ops(spec)
+
+
+def test_coreml_program_matches_torch_and_server(mlpackage, cases):
+    runner, reference = coreml_runner(mlpackage), torch_runner()
+    for seed, case in enumerate(cases):
+        mask = random_mask_bytes(seed + 10, amplitude_levels=16)
+        assert compare(runner, mask, case) <= 1
+        assert compare(reference, mask, case) <= 1
+    # Garbage transform: the float output stays within 0..255 (Core ML has no uint8 to saturate for us).
+    roi = np.full((1, 16, 16, 3), 250.0, np.float32)
+    out = mil.evaluate(mil.load_program(mlpackage), {"roi": roi, "mask": np.full((112, 112, 3), 200.0, np.float32),
+                                                     "matrix": np.full((2, 3), np.nan, np.float32)})["cloaked"]
+    assert np.isfinite(out).all() and out.min() >= 0 and out.max() <= 255
+
+
+def test_tflite_export_fails_loudly_without_its_environment(tmp_path):
+    with pytest.raises(ExportUnavailableError, match="make_litert_env.sh"):
+        export_tflite(tmp_path / "op.tflite", python=str(tmp_path / "no-such-python"))
+    assert not (tmp_path / "op.tflite").exists()
+    assert main(["--out", str(tmp_path), "--formats", "tflite", "--litert-python", str(tmp_path / "nope")]) == 9
+
+
+def test_tflite_runs_in_litert_interpreter_and_matches_server(tmp_path, cases):
+    try:
+        litert_python()
+    except ExportUnavailableError as exc:
+        pytest.skip(f"CI must build the litert venv first (clients/make_litert_env.sh): {exc}")
+    path = export_tflite(tmp_path / "op.tflite", tile=TFLITE_TILE)
+    assert 0 < path.stat().st_size <= MAX_MODEL_BYTES
+    runner = tflite_runner(path)
+    for seed, case in enumerate(cases):
+        assert compare(runner, random_mask_bytes(seed + 20, amplitude_levels=16), case, tile=TFLITE_TILE) <= 1
