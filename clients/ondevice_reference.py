@@ -116,17 +116,23 @@ def run_tiled(runner: Runner, roi: np.ndarray, mask: np.ndarray, matrix: np.ndar
     return out
 
 
-def cloak_frame(frame: np.ndarray, mask: DeviceMask, landmarks: np.ndarray, runner: Runner,
-                tile: int | None = None) -> tuple[np.ndarray, bool]:
-    """Cloak one face of an RGB uint8 frame with the op; returns (new frame, whether the mask was applied)."""
+def cloak_in_place(frame: np.ndarray, mask: DeviceMask, landmarks: np.ndarray, runner: Runner,
+                   tile: int | None = None) -> bool:
+    """Cloak one face of an RGB uint8 frame in place (only the ROI is touched); False if it is off-frame."""
     if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
         raise ValueError(f"frame must be (H, W, 3) uint8 RGB, got {frame.shape} {frame.dtype}")
     plan = plan_roi(mask, landmarks, frame.shape[:2])
     if plan is None:
-        return frame.copy(), False
+        return False
     x0, y0, x1, y1 = plan.box
     roi = np.ascontiguousarray(frame[None, y0:y1, x0:x1])
     cloaked = runner(roi, mask.values, plan.matrix) if tile is None else run_tiled(runner, roi, mask.values, plan.matrix, tile)
+    frame[y0:y1, x0:x1] = cloaked[0]
+    return True
+
+
+def cloak_frame(frame: np.ndarray, mask: DeviceMask, landmarks: np.ndarray, runner: Runner,
+                tile: int | None = None) -> tuple[np.ndarray, bool]:
+    """A cloaked copy of ``frame`` and whether the mask was applied (see cloak_in_place)."""
     out = frame.copy()
-    out[y0:y1, x0:x1] = cloaked[0]
-    return out, True
+    return out, cloak_in_place(out, mask, landmarks, runner, tile)
