@@ -27,6 +27,14 @@ def health_status(server) -> int:
         return stub.Check(health_pb2.HealthCheckRequest(service="facecloak.v1.EnrollmentService"), timeout=5).status
 
 
+def health_down(server) -> bool:
+    """During a drain the health service reports NOT_SERVING (or the port already refuses new calls)."""
+    try:
+        return health_status(server) == health_pb2.HealthCheckResponse.NOT_SERVING
+    except grpc.RpcError as err:
+        return err.code() == grpc.StatusCode.UNAVAILABLE
+
+
 def cancelled(server) -> float:
     return server.metrics.value("facecloak_errors_total", {"reason": "CANCELLED"})
 
@@ -77,7 +85,7 @@ def test_full_queue_answers_at_once_and_cancelled_calls_free_their_slots():
         start = time.monotonic()
         err = remote_error(client.enroll, PHOTO, options())
         assert (err.reason, err.code) == ("QUEUE_FULL", grpc.StatusCode.RESOURCE_EXHAUSTED)
-        assert time.monotonic() - start < 2.0 and err.details["queue_depth"] == "1"
+        assert time.monotonic() - start < 5.0 and err.details["queue_depth"] == "1"
         running.cancel()
         waiting.cancel()
         wait_until(lambda: server.pool.admitted == 0, what="both jobs to stop")
@@ -105,17 +113,36 @@ def test_deadline_stops_the_work():
                    what="the deadline to be counted")
 
 
+class PausingEnroller(Enroller):
+    """A real enroller that pauses at the first PGD iteration until the test lets it go on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.paused, self.resume = threading.Event(), threading.Event()
+
+    def enroll(self, photo, config, progress=None):
+        def hook(stage, fraction):
+            if stage == "optimise" and not self.paused.is_set():
+                self.paused.set()
+                assert self.resume.wait(60)
+            progress(stage, fraction)
+
+        return super().enroll(photo, config, progress=hook)
+
+
 def test_graceful_shutdown_drains_in_flight_work():
-    with running_server() as server, client_for(server) as client:
-        call = client.start_enroll(PHOTO, options(replace(TINY, pgd=PGDConfig(iterations=20))))
-        first_event(call, "optimise")
-        stopper = threading.Thread(target=server.stop, args=(60,))
+    enroller = PausingEnroller()
+    with running_server(enroller=enroller) as server, client_for(server) as client:
+        call = client.start_enroll(PHOTO, options(replace(TINY, pgd=PGDConfig(iterations=2))))
+        assert enroller.paused.wait(60)
+        stopper = threading.Thread(target=server.stop, args=(120,))
         stopper.start()
         wait_until(lambda: not server.readiness.ready, what="shutdown to begin")
-        assert server.pool.running == 1  # still optimising while the server drains
+        assert server.pool.running == 1 and health_down(server)
+        enroller.resume.set()
         result = [r for r in call if r.HasField("result")]
         assert len(result) == 1 and result[0].result.masks[0].fcmask.startswith(b"FCMK")
-        stopper.join(30)
+        stopper.join(60)
         assert not stopper.is_alive()
         assert remote_error(client.enroll, PHOTO, options(), timeout=5).code == grpc.StatusCode.UNAVAILABLE
         with pytest.raises(ServiceError, match="shutting down"):
