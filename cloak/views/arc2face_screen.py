@@ -24,7 +24,7 @@ class ViewGenerationError(FaceCloakError):
     """The generator could not produce enough usable views (no face found, or identity drifted)."""
 
     reason = "VIEWS_FAILED"
-    exit_code = 9
+    exit_code = 10  # 9 is ENGINE_MISMATCH
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,193 @@
+"""ONNX export of the Arc2Face graphs (dynamic batch) with parity checks against PyTorch.
+
+Three graphs, each what the sampling loop calls, so an engine runtime can replay it exactly:
+
+- ``arc2face_text``: (input_ids int64 (B, L), id_embedding (B, D)) -> prompt_embeds (B, L, W); the
+  id-token splice is inside the graph (same module as arc2face_conditioning).
+- ``arc2face_unet``: (sample (B, 4, h, w), timestep int64 (B,), encoder_hidden_states (B, L, W)) -> noise.
+- ``arc2face_vae_decoder``: latents (B, 4, h, w) -> image (B, 3, H, W) in [0, 1] (the latent scaling
+  and the [-1, 1] -> [0, 1] mapping are in the graph).
+
+``facecloak-export`` hooks this through ``add_arc2face_parser``/``run_export`` (docs/arc2face.md);
+the result records carry what a manifest artefact needs (file, sha256, shapes, parity figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .arc2face_conditioning import SplicedTextEncoder, id_token_id, prompt_ids
+from .arc2face_layout import verify_layout
+from .arc2face_sampler import Arc2FaceModels, SamplerConfig, load_models
+
+OPSET = 18  # the export stage's opset: TensorRT 10 parses it, ONNX Runtime 1.20+ runs it
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    size: int = 512  # image side; the latent side is size / vae factor
+    example_batch: int = 2  # traced batch; the graphs take any batch
+    parity_batch: int = 3  # a batch different from the traced one proves the batch axis is dynamic
+    opset: int = OPSET
+    tolerance: float = 2e-3  # max |ORT - torch| relative to the reference's max magnitude (fp32)
+
+
+@dataclass
+class ExportedGraph:
+    name: str
+    path: Path
+    sha256: str
+    inputs: dict[str, list[int | str]]
+    outputs: dict[str, list[int | str]]
+    parity: dict[str, float] = field(default_factory=dict)
+    export_s: float = 0.0
+
+
+class UNetGraph(nn.Module):
+    def __init__(self, unet: nn.Module) -> None:
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states).sample
+
+
+class VaeDecoderGraph(nn.Module):
+    def __init__(self, vae: nn.Module) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        image = self.vae.decode(latents / self.vae.config.scaling_factor).sample
+        return (image / 2 + 0.5).clamp(0, 1)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def graph_inputs(models: Arc2FaceModels, spec: ExportSpec, batch: int, seed: int = 0) -> dict[str, dict[str, torch.Tensor]]:
+    """Realistic example inputs per graph: the real prompt ids, unit identities, scheduler-range timesteps."""
+    gen = torch.Generator().manual_seed(seed)
+    text = models.text_encoder.config
+    side = spec.size // 2 ** (len(models.vae.config.block_out_channels) - 1)
+    channels = models.unet.config.in_channels
+    identity = torch.nn.functional.normalize(torch.randn(batch, 512, generator=gen), dim=-1)
+    return {
+        "arc2face_text": {"input_ids": prompt_ids(models.tokenizer, "photo of a id person").expand(batch, -1).contiguous(),
+                          "id_embedding": identity},
+        "arc2face_unet": {"sample": torch.randn(batch, channels, side, side, generator=gen),
+                          "timestep": torch.randint(0, 1000, (batch,), generator=gen),
+                          "encoder_hidden_states": torch.randn(batch, text.max_position_embeddings, text.hidden_size, generator=gen)},
+        "arc2face_vae_decoder": {"latents": torch.randn(batch, channels, side, side, generator=gen)},
+    }
+
+
+def graph_modules(models: Arc2FaceModels) -> dict[str, nn.Module]:
+    return {
+        "arc2face_text": SplicedTextEncoder(models.text_encoder, id_token_id(models.tokenizer)),
+        "arc2face_unet": UNetGraph(models.unet),
+        "arc2face_vae_decoder": VaeDecoderGraph(models.vae),
+    }
+
+
+OUTPUT_NAMES = {"arc2face_text": "prompt_embeds", "arc2face_unet": "noise_pred", "arc2face_vae_decoder": "image"}
+
+
+def export_graph(module: nn.Module, inputs: dict[str, torch.Tensor], path: Path, output: str, opset: int = OPSET) -> None:
+    """Export with a dynamic batch axis shared by every input (dynamo exporter, like the export stage)."""
+    batch = torch.export.Dim("batch", min=1, max=64)
+    shapes = {name: {0: batch} for name in inputs}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        program = torch.onnx.export(
+            module.eval(), (), kwargs=inputs, dynamo=True, opset_version=opset, dynamic_shapes=shapes,
+            input_names=list(inputs), output_names=[output], verbose=False,
+        )
+    program.save(str(path))
+
+
+def check_parity(module: nn.Module, path: Path, inputs: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Run the ONNX file in ONNX Runtime and compare with PyTorch on the same inputs."""
+    import onnxruntime as ort  # noqa: PLC0415
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        reference = module(**inputs).float().numpy()
+    (got,) = session.run(None, {name: value.numpy() for name, value in inputs.items()})
+    err = float(np.abs(got - reference).max())
+    return {"max_abs_err": err, "rel_err": err / max(float(np.abs(reference).max()), 1e-12), "batch": len(got)}
+
+
+def _shapes(path: Path) -> tuple[dict, dict]:
+    import onnx  # noqa: PLC0415
+
+    model = onnx.load(str(path), load_external_data=False)
+
+    def dims(values) -> dict[str, list[int | str]]:  # noqa: ANN001 - repeated ValueInfoProto
+        return {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in values}
+
+    return dims(model.graph.input), dims(model.graph.output)
+
+
+def export_arc2face(models: Arc2FaceModels, out: Path, spec: ExportSpec = ExportSpec(), verify: bool = True) -> list[ExportedGraph]:
+    """Export the three graphs into ``out``; with ``verify`` fail loudly if any parity exceeds the tolerance."""
+    examples = graph_inputs(models, spec, spec.example_batch)
+    checks = graph_inputs(models, spec, spec.parity_batch, seed=1)
+    results = []
+    for name, module in graph_modules(models).items():
+        path = Path(out) / f"{name}.onnx"
+        start = time.perf_counter()
+        export_graph(module, examples[name], path, OUTPUT_NAMES[name], spec.opset)
+        inputs, outputs = _shapes(path)
+        graph = ExportedGraph(name, path, _sha256(path), inputs, outputs, export_s=time.perf_counter() - start)
+        if verify:
+            graph.parity = check_parity(module, path, checks[name])
+            if graph.parity["rel_err"] > spec.tolerance:
+                raise RuntimeError(f"{name}: ONNX Runtime differs from PyTorch (relative error {graph.parity['rel_err']:.2e})")
+        results.append(graph)
+    return results
+
+
+def add_arc2face_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``arc2face`` under ``facecloak-export`` (the export stage owns the top-level parser)."""
+    parser = subparsers.add_parser("arc2face", help="export the Arc2Face text encoder, UNet and VAE decoder to ONNX")
+    parser.add_argument("model_dir", type=Path, help="Arc2Face model directory (docs/arc2face.md)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder for the .onnx files")
+    parser.add_argument("--size", type=int, default=512, help="image side the UNet/VAE graphs are traced at")
+    parser.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime parity check")
+    parser.set_defaults(func=run_export)
+    return parser
+
+
+def run_export(args: argparse.Namespace) -> int:
+    layout = verify_layout(args.model_dir)
+    # Export in fp32 on CPU: the fp16 engines are built from these graphs by TensorRT.
+    models = load_models(layout, SamplerConfig(device="cpu", dtype="float32"))
+    for graph in export_arc2face(models, args.out, ExportSpec(size=args.size), verify=not args.no_verify):
+        parity = f"rel_err {graph.parity['rel_err']:.1e}" if graph.parity else "not verified"
+        print(f"{graph.path}  {graph.sha256[:12]}  {graph.export_s:.1f}s  {parity}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="facecloak-export-arc2face")
+    add_arc2face_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["arc2face", *(argv if argv is not None else __import__("sys").argv[1:])])
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
