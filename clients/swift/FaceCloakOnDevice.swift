@@ -1,0 +1,114 @@
+// FaceCloak on-device mask application for iOS: Core ML (ML Program) + Vision landmarks.
+// Reference snippet, NOT built or run in this repository (no Apple toolchain on Linux); the same
+// logic is exercised in Python by facecloak.clients.ondevice_reference and tests/test_ondevice_*.py.
+// Model: facecloak_addclip_112.mlpackage from `facecloak-export ondevice` (inputs roi, mask, matrix).
+// Spec of the mask file: docs/mask-format.md. Never log or upload the mask: it is the user's secret.
+
+import CoreML
+import Foundation
+import Vision
+import zlib  // crc32 (libz ships with iOS)
+import Compression
+
+enum CloakError: Error { case badMask(String), badLandmarks(String) }
+
+struct DeviceMask {
+    let side: Int
+    let values: MLMultiArray      // (S, S, 3) float32, delta on the 0..255 scale
+    let points: [SIMD2<Double>]   // template landmarks in mask pixels
+}
+
+private func le<T: FixedWidthInteger>(_ d: Data, _ at: Int, _: T.Type) -> T {
+    d.subdata(in: at..<at + MemoryLayout<T>.size).withUnsafeBytes { T(littleEndian: $0.loadUnaligned(as: T.self)) }
+}
+
+/// Parse and verify a .fcmask (docs/mask-format.md, "Reading, in order").
+func loadMask(_ d: Data, expectedSide: Int = 112) throws -> DeviceMask {
+    guard d.count >= 29, d.prefix(4) == Data("FCMK".utf8) else { throw CloakError.badMask("not a FaceCloak mask") }
+    let version = le(d, 4, UInt16.self)
+    guard version == 1 else { throw CloakError.badMask("mask format version \(version) is not supported") }
+    let header = Int(le(d, 6, UInt16.self)), side = Int(le(d, 8, UInt16.self)), n = Int(d[d.startIndex + 28])
+    guard header == 29 + n, d[d.startIndex + 10] == 3, (8...1024).contains(side) else { throw CloakError.badMask("header corrupted") }
+    guard d[d.startIndex + 11] == 1 else { throw CloakError.badMask("unknown template") }
+    guard side == expectedSide else { throw CloakError.badMask("mask is \(side) px, the op expects \(expectedSide) px") }
+    let scale = Double(Float(bitPattern: le(d, 12, UInt32.self))), quantum = Float(bitPattern: le(d, 16, UInt32.self))
+    guard scale.isFinite, (0.25...4).contains(scale), quantum.isFinite, quantum > 0, quantum <= 1 else { throw CloakError.badMask("header corrupted") }
+    let size = Int(le(d, 20, UInt32.self)), crc = le(d, 24, UInt32.self)
+    guard d.count - header == size else { throw CloakError.badMask("mask is truncated or padded") }
+    let payload = d.subdata(in: d.startIndex + header..<d.startIndex + header + size)
+    let actual = payload.withUnsafeBytes { UInt32(crc32(0, $0.bindMemory(to: UInt8.self).baseAddress, uInt(size))) }
+    guard actual == crc else { throw CloakError.badMask("mask is corrupted (checksum mismatch)") }
+    // Compression's ZLIB is raw DEFLATE: drop the 2-byte zlib header and the 4-byte Adler-32 trailer.
+    let deflate = payload.subdata(in: payload.startIndex + 2..<payload.endIndex - 4)
+    var raw = [Int8](repeating: 0, count: side * side * 3)
+    let got = raw.withUnsafeMutableBytes { dst in deflate.withUnsafeBytes { src in
+        compression_decode_buffer(dst.bindMemory(to: UInt8.self).baseAddress!, dst.count,
+                                  src.bindMemory(to: UInt8.self).baseAddress!, src.count, nil, COMPRESSION_ZLIB) } }
+    guard got == raw.count else { throw CloakError.badMask("mask payload cannot be decoded") }
+    let values = try MLMultiArray(shape: [NSNumber(value: side), NSNumber(value: side), 3], dataType: .float32)
+    let ptr = values.dataPointer.bindMemory(to: Float.self, capacity: raw.count)
+    for i in 0..<raw.count { ptr[i] = Float(raw[i]) * quantum * 255 }
+    let t112: [SIMD2<Double>] = [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]]
+    let points = t112.map { (($0 - 56) / scale + 56) * Double(side) / 112 }
+    return DeviceMask(side: side, values: values, points: points)
+}
+
+/// Least-squares similarity src -> dst (closed form, equals Umeyama in 2-D). Returns [a, -b, tx; b, a, ty].
+func fitSimilarity(_ src: [SIMD2<Double>], _ dst: [SIMD2<Double>]) throws -> [Double] {
+    guard src.count == 5, src.allSatisfy({ $0.x.isFinite && $0.y.isFinite }) else { throw CloakError.badLandmarks("need 5 finite landmarks") }
+    let ms = src.reduce(.zero, +) / 5, md = dst.reduce(.zero, +) / 5
+    var norm = 0.0, a = 0.0, b = 0.0
+    for (s0, d0) in zip(src, dst) { let s = s0 - ms, d = d0 - md; norm += s.x * s.x + s.y * s.y; a += s.x * d.x + s.y * d.y; b += s.x * d.y - s.y * d.x }
+    guard norm > 1 else { throw CloakError.badLandmarks("landmarks are degenerate") }
+    a /= norm; b /= norm
+    return [a, -b, md.x - (a * ms.x - b * ms.y), b, a, md.y - (b * ms.x + a * ms.y)]
+}
+
+/// Vision gives normalised landmarks (origin bottom-left); return the 5 template points in pixels,
+/// image-left first: eye centres (pupils), nose tip (lowest nose-crest point), mouth corners.
+func fivePoints(_ face: VNFaceObservation, width: Int, height: Int) -> [SIMD2<Double>]? {
+    guard let l = face.landmarks, let le = l.leftPupil, let re = l.rightPupil, let nose = l.noseCrest, let lips = l.outerLips else { return nil }
+    func px(_ r: VNFaceLandmarkRegion2D) -> [SIMD2<Double>] {
+        r.pointsInImage(imageSize: CGSize(width: width, height: height)).map { [Double($0.x), Double(height) - Double($0.y)] }
+    }
+    let eyes = (px(le) + px(re)).sorted { $0.x < $1.x }
+    let lipPts = px(lips), noseTip = px(nose).max { $0.y < $1.y }!
+    let left = lipPts.min { $0.x < $1.x }!, right = lipPts.max { $0.x < $1.x }!
+    return [eyes[0], eyes[1], noseTip, left, right]
+}
+
+/// Cloak one face in an RGBA8 frame buffer in place (only the face ROI is touched).
+final class FaceCloakOp {
+    private let model: MLModel
+    init(url: URL) throws {
+        let cfg = MLModelConfiguration(); cfg.computeUnits = .cpuAndGPU  // fp32 model; ANE would run fp16
+        model = try MLModel(contentsOf: url, configuration: cfg)
+    }
+
+    func apply(rgba: UnsafeMutablePointer<UInt8>, width: Int, height: Int, rowBytes: Int,
+               mask: DeviceMask, landmarks: [SIMD2<Double>]) throws -> Bool {
+        let m = try fitSimilarity(landmarks, mask.points)          // frame pixel -> mask pixel
+        // ROI = bounding box of the mask square mapped back into the frame (inverse similarity).
+        let det = m[0] * m[4] - m[1] * m[3]
+        let inv = [m[4] / det, -m[1] / det, -m[3] / det, m[0] / det]
+        let s = Double(mask.side)
+        let corners = [(0.0, 0.0), (s, 0), (0, s), (s, s)].map { (x, y) -> (Double, Double) in
+            let dx = x - m[2], dy = y - m[5]; return (inv[0] * dx + inv[1] * dy, inv[2] * dx + inv[3] * dy) }
+        let x0 = max(Int(floor(corners.map(\.0).min()!)), 0), y0 = max(Int(floor(corners.map(\.1).min()!)), 0)
+        let x1 = min(Int(ceil(corners.map(\.0).max()!)) + 1, width), y1 = min(Int(ceil(corners.map(\.1).max()!)) + 1, height)
+        guard x0 < x1, y0 < y1 else { return false }             // face wholly outside: nothing to do
+        let w = x1 - x0, h = y1 - y0
+        let roi = try MLMultiArray(shape: [1, NSNumber(value: h), NSNumber(value: w), 3], dataType: .float32)
+        let r = roi.dataPointer.bindMemory(to: Float.self, capacity: h * w * 3)
+        for y in 0..<h { for x in 0..<w { for c in 0..<3 { r[(y * w + x) * 3 + c] = Float(rgba[(y0 + y) * rowBytes + (x0 + x) * 4 + c]) } } }
+        // Fold the ROI offset into the matrix: ROI pixel (x, y) -> mask pixel.
+        let mat = try MLMultiArray(shape: [2, 3], dataType: .float32)
+        let shifted = [m[0], m[1], m[2] + m[0] * Double(x0) + m[1] * Double(y0), m[3], m[4], m[5] + m[3] * Double(x0) + m[4] * Double(y0)]
+        for i in 0..<6 { mat[i] = NSNumber(value: shifted[i]) }
+        let input = try MLDictionaryFeatureProvider(dictionary: ["roi": roi, "mask": mask.values, "matrix": mat])
+        let out = try model.prediction(from: input).featureValue(for: "cloaked")!.multiArrayValue!
+        let o = out.dataPointer.bindMemory(to: Float.self, capacity: h * w * 3)  // already rounded and clipped
+        for y in 0..<h { for x in 0..<w { for c in 0..<3 { rgba[(y0 + y) * rowBytes + (x0 + x) * 4 + c] = UInt8(o[(y * w + x) * 3 + c]) } } }
+        return true
+    }
+}
