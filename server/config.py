@@ -117,7 +117,7 @@ def _from_mapping(values: Mapping[str, object], source: str) -> dict[str, object
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="facecloak-server",
+        prog="facecloak-server", allow_abbrev=False,  # "--api-keys" must not match "--api-keys-file"
         description="FaceCloak enrollment service (gRPC). Settings: --config FILE (TOML), then "
                     f"{ENV_PREFIX}<NAME> environment variables, then these flags.",
     )

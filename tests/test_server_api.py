@@ -1,0 +1,108 @@
+"""The API surface: committed stubs, Describe, reflection, health, metrics, configuration, the console script."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from facecloak.clients.python import RemoteEnrollError
+from facecloak.errors import BadOptionError
+from facecloak.proto import enrollment_pb2 as pb
+from facecloak.server.config import load_config
+from facecloak.server.main import main as server_main
+from .test_server_helpers import client_for, running_server
+
+ROOT = Path(__file__).resolve().parents[1]
+SFACE_SHA256 = "ffe11fd56e8bd680e741924b5d58b36bdd077c331a6fb218f0dd921c6394f86b"  # shared/assets/README.md
+
+
+def test_committed_stubs_match_the_proto():
+    done = subprocess.run([sys.executable, str(ROOT / "proto" / "generate.py"), "--check"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_describe_reflection_health_and_metrics():
+    with running_server(metrics_port=0) as server, client_for(server) as client:
+        info = client.describe()
+        assert (info.api_version, info.ready, info.backend, info.auth_required) == ("facecloak.v1", True, "torch-cpu", False)
+        assert [(m.name, m.sha256, m.embedding_dim) for m in info.models] == [("sface", SFACE_SHA256, 128)]
+        assert info.limits.queue_depth == 8 and info.limits.max_message_bytes > info.limits.max_image_bytes
+        assert list(info.defaults.surrogates) == ["sface"] and info.versions["grpcio"] == grpc.__version__
+
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            assert health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status == \
+                health_pb2.HealthCheckResponse.SERVING
+            stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+            replies = list(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
+                                                     timeout=5))
+            services = {s.name for s in replies[0].list_services_response.service}
+            assert {"facecloak.v1.EnrollmentService", "grpc.health.v1.Health"} <= services
+
+        with pytest.raises(RemoteEnrollError):
+            client.enroll(b"not an image", pb.EnrollOptions())
+        text = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5).read().decode()
+        assert re.search(r'facecloak_errors_total\{reason="UNDECODABLE_IMAGE"\} 1\.0', text)
+        assert 'facecloak_requests_total{code="OK",method="Describe"} 1.0' in text
+        assert "facecloak_queue_waiting 0.0" in text and "facecloak_ready 1.0" in text
+
+
+def test_config_precedence_file_env_flags(tmp_path):
+    path = tmp_path / "server.toml"
+    path.write_text('port = 7000\nworkers = 2\nmodels = ["sface"]\nqueue_depth = 3\n')
+    env = {"FACECLOAK_SERVER_WORKERS": "3", "FACECLOAK_SERVER_API_KEYS": "app:" + "s" * 20, "UNRELATED": "1"}
+    config = load_config(["--config", str(path), "--queue-depth", "5"], env)
+    assert (config.port, config.workers, config.queue_depth, config.models) == (7000, 3, 5, ("sface",))
+    assert config.api_keys == ("app:" + "s" * 20,)
+
+
+@pytest.mark.parametrize("argv, env, message", [
+    (["--port", "70000"], {}, "port"),
+    (["--workers", "two"], {}, "workers"),
+    (["--backend", "tensorrt"], {}, "not available"),
+    (["--models", "sface,nope"], {}, "nope"),
+    (["--tls-cert", __file__], {}, "both tls_cert and tls_key"),
+    ([], {"FACECLOAK_SERVER_NO_SUCH_SETTING": "1"}, "no_such_setting"),
+])
+def test_bad_config_is_refused_clearly(argv, env, message):
+    with pytest.raises(BadOptionError, match=message):
+        load_config(argv, env)
+
+
+def test_api_keys_are_not_accepted_as_flags(capsys):
+    with pytest.raises(SystemExit):
+        load_config(["--api-keys", "app:" + "s" * 20], {})
+    assert server_main(["--port", "-1"]) == 2 and "port" in capsys.readouterr().err
+
+
+def test_console_script_serves_and_stops_on_sigterm():
+    env = {**os.environ, "FACECLOAK_SERVER_MODELS": "sface"}
+    proc = subprocess.Popen([sys.executable, "-m", "facecloak.server.main", "--port", "0", "--grace-seconds", "5"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stdout.readline()
+        port = int(re.search(r"listening on 127\.0\.0\.1:(\d+)", line).group(1))
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            request = health_pb2.HealthCheckRequest(service="facecloak.v1.EnrollmentService")
+            for response in health.Watch(request, timeout=300):
+                if response.status == health_pb2.HealthCheckResponse.SERVING:
+                    break
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+        logs = proc.stderr.read()
+        assert '"msg": "ready"' in logs and '"msg": "stopped"' in logs
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
