@@ -87,7 +87,8 @@ def test_api_keys_are_not_accepted_as_flags(capsys):
 
 def test_console_script_serves_and_stops_on_sigterm():
     env = {**os.environ, "FACECLOAK_SERVER_MODELS": "sface"}
-    proc = subprocess.Popen([sys.executable, "-m", "facecloak.server.main", "--port", "0", "--grace-seconds", "5"],
+    script = Path(sys.executable).with_name("facecloak-server")  # the installed console script
+    proc = subprocess.Popen([str(script), "--port", "0", "--grace-seconds", "5"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         line = proc.stdout.readline()
