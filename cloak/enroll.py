@@ -119,7 +119,7 @@ class Enroller:
         report("anchors", 1.0)
         with _timed(timings, "optimise"):
             result = run_pgd(views, budget, targets, config.pgd, seed=config.seed,
-                             progress=lambda i, n, loss: report("optimise", i / n))
+                             progress=lambda i, n, loss: report("optimise", i / n), eps=config.budget.eps)
         with _timed(timings, "self_check"):
             checks = self._self_check(targets, config.surrogates, held_out, result.delta)
         report("self_check", 1.0)

@@ -29,6 +29,12 @@ class PGDConfig:
     diversity_shift: float = 0.04
     diversity_downsample: tuple[float, float] = (0.6, 1.0)
     random_start: bool = True
+    # Step in proportion to each pixel's budget (step at eps pixels, step * eps_A/eps at focus pixels):
+    # with the paper's 10 iterations a flat 2/255 step can never reach a 32/255 budget.
+    scale_step_with_budget: bool = True
+    # Translation-invariant gradient (TI-FGSM): smoothing the gradient with a Gaussian favours
+    # low-frequency perturbations, which transfer across architectures and survive JPEG/resizing.
+    grad_sigma: float = 0.0
 
     def validate(self) -> None:
         if not 1 <= self.iterations <= 1000:
@@ -94,6 +100,18 @@ def diversify(x: torch.Tensor, draw: DiversityDraw) -> torch.Tensor:
     return x
 
 
+def smooth_gradient(grad: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Depthwise Gaussian blur of a (3, S, S) gradient; identity for sigma <= 0."""
+    if sigma <= 0:
+        return grad
+    radius = max(1, int(round(3 * sigma)))
+    x = torch.arange(-radius, radius + 1, dtype=grad.dtype)
+    kernel_1d = torch.exp(-(x**2) / (2 * sigma**2))
+    kernel_1d = kernel_1d / kernel_1d.sum()
+    kernel = (kernel_1d[:, None] * kernel_1d[None, :]).expand(grad.shape[0], 1, -1, -1)
+    return F.conv2d(grad[None], kernel, padding=radius, groups=grad.shape[0])[0]
+
+
 def _standardise(g: torch.Tensor) -> torch.Tensor:
     return (g - g.mean()) / g.std().clamp_min(1e-12)
 
@@ -112,12 +130,14 @@ class StepState:
 
 def pgd_step(
     state: StepState, views: torch.Tensor, bound: torch.Tensor, targets: Sequence[SurrogateTarget],
-    cfg: PGDConfig, draw: DiversityDraw,
+    cfg: PGDConfig, draw: DiversityDraw, steps: torch.Tensor | float | None = None,
 ) -> tuple[StepState, torch.Tensor]:
     """One PGD iteration over all views at once: loss, input gradient, attention update, projection.
 
-    Pure: returns the new state and the loss; the export stage traces exactly this function.
+    ``steps`` is the per-pixel step size (defaults to ``cfg.step`` everywhere). Pure: returns the
+    new state and the loss; the export stage traces exactly this function.
     """
+    steps = cfg.step if steps is None else steps
     delta = state.delta.detach().requires_grad_(True)
     alpha = state.alpha.detach().requires_grad_(cfg.attention)
     cloaked = (views + project(delta, alpha, bound)).clamp(0, 1)
@@ -125,9 +145,10 @@ def pgd_step(
     loss = sum(cloak_loss(t.embed(batch), t, cfg.self_weight) for t in targets) / len(targets)
     grads = torch.autograd.grad(loss, [delta, alpha] if cfg.attention else [delta])
     with torch.no_grad():
-        grad = grads[0] / grads[0].abs().mean().clamp_min(1e-12)
+        grad = smooth_gradient(grads[0], cfg.grad_sigma)
+        grad = grad / grad.abs().mean().clamp_min(1e-12)
         velocity = cfg.momentum * state.velocity + grad
-        new_delta = torch.maximum(torch.minimum(delta - cfg.step * velocity.sign(), bound), -bound)
+        new_delta = torch.maximum(torch.minimum(delta - steps * velocity.sign(), bound), -bound)
         new_alpha = (alpha - cfg.attention_lr * _standardise(grads[1])).clamp(0, 1) if cfg.attention else alpha
     return StepState(new_delta, new_alpha.detach(), velocity), loss.detach()
 
@@ -139,10 +160,12 @@ def run_pgd(
     cfg: PGDConfig,
     seed: int = 0,
     progress: Callable[[int, int, float], None] | None = None,
+    eps: float | None = None,
 ) -> PGDResult:
     """Optimise one delta for all ``views`` (N, 3, S, S) in [0, 1] under per-pixel ``budget`` (S, S).
 
     delta_eff = clip(delta * alpha, -budget, budget); each view + delta_eff is clipped to [0, 1].
+    ``eps`` is the base budget the step refers to (without it the step is flat).
     """
     cfg.validate()
     if not targets:
@@ -152,9 +175,10 @@ def run_pgd(
     bound = budget.expand(3, size, size)
     delta = (torch.rand(3, size, size, generator=gen) * 2 - 1) * bound if cfg.random_start else torch.zeros(3, size, size)
     state = StepState(delta, torch.ones(size, size), torch.zeros(3, size, size))
+    steps = cfg.step * bound / eps if cfg.scale_step_with_budget and eps else cfg.step
     losses = []
     for it in range(cfg.iterations):
-        state, loss = pgd_step(state, views, bound, targets, cfg, draw_diversity(n, size, cfg, gen))
+        state, loss = pgd_step(state, views, bound, targets, cfg, draw_diversity(n, size, cfg, gen), steps)
         losses.append(float(loss))
         if progress:
             progress(it + 1, cfg.iterations, losses[-1])
