@@ -152,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("-o", "--output", default="gallery.npz")
     build.add_argument("--models", default="sface,facenet")
     build.set_defaults(func=cmd_gallery_build)
+    from .evaluate.cli import add_eval_parser  # light module; the benchmark's heavy imports run inside `eval`
+    add_eval_parser(sub)
     return parser
 
 

@@ -1,0 +1,105 @@
+"""``facecloak eval``: run the protection benchmark and write results.json + report.md + plots."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields, replace
+from pathlib import Path
+
+from ..errors import BadOptionError
+
+
+def _names(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def _ints(value: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in _names(value))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}") from None
+
+
+def _floats(value: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in _names(value))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {value!r}") from None
+
+
+def add_eval_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``eval`` on the main ``facecloak`` parser (the heavy imports happen only when it runs)."""
+    p = sub.add_parser("eval", help="protection benchmark on LFW (PSR top-1/top-5, verification, SSIM/PSNR)",
+                       description="Held-out-photo protection benchmark; docs/eval.md describes the protocol and JSON.")
+    p.add_argument("-o", "--output", default="eval-out", help="folder for records.jsonl, results.json, report.md, PNGs")
+    p.add_argument("--quick", action="store_true", help="small CI setting (a few minutes); other options override it")
+    p.add_argument("--people", type=int, help="people to cloak (default 100)")
+    p.add_argument("--probes", type=int, help="held-out photos per person, 1..9 (default 9)")
+    p.add_argument("--gallery-people", type=int, help="LFW people in the attacker's gallery (default 100)")
+    p.add_argument("--distractors", type=int, help="distractor identities in the attacker's gallery (default 500)")
+    p.add_argument("--anchors", dest="anchor_source", choices=("split", "shared"),
+                   help="split: anchors disjoint from the attacker's distractors (default); shared: inflated setting")
+    p.add_argument("--surrogates", "--surrogate", type=_names, help="comma-separated surrogate models (default sface,facenet)")
+    p.add_argument("--targets", "--target", type=_names, help="comma-separated attacker models (default sface,facenet)")
+    p.add_argument("--no-ensemble", dest="ensemble", action="store_false", default=None,
+                   help="skip our method against all surrogates at once")
+    p.add_argument("--methods", type=_names, help="subset of clean,noise,centre,pgd,ours_bm,ours")
+    p.add_argument("--jpeg", type=_ints, help="upload JPEG qualities, first = headline (default 90,75,50; 0 = none)")
+    p.add_argument("--resize", type=float, help="upload downscale factor (default 0.8)")
+    p.add_argument("--eps", type=float, help="budget in grey levels (default 8)")
+    p.add_argument("--eps-focus", type=float, help="focus budget eps_A in grey levels (default 32)")
+    p.add_argument("--budget-scales", type=_floats, help="extra budget scales for PSR vs budget (default 0.5,1.5)")
+    p.add_argument("--views", type=int, help="views per enrollment (default: the core's)")
+    p.add_argument("--iterations", type=int, help="PGD iterations per enrollment (default: the core's)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--resume", action="store_true", help="keep people already in OUTPUT/records.jsonl (same settings)")
+    p.add_argument("--report-only", action="store_true", help="rewrite report.md and plots from OUTPUT/results.json")
+    p.set_defaults(func=cmd_eval)
+
+
+def config_from_args(args: argparse.Namespace):
+    """EvalConfig from the defaults (or --quick), overridden by every option given."""
+    from .protocol import QUICK, EvalConfig
+
+    cfg = QUICK if args.quick else EvalConfig()
+    given = {f.name: getattr(args, f.name) for f in fields(EvalConfig) if getattr(args, f.name, None) is not None}
+    for key in ("eps", "eps_focus"):
+        if key in given:
+            given[key] = given[key] / 255.0
+    if "people" in given and "gallery_people" not in given:
+        given["gallery_people"] = max(cfg.gallery_people, given["people"])
+    cfg = replace(cfg, **given)
+    cfg.validate()
+    return cfg
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .report import EXAMPLE_METHODS, LABELS, save_examples, write_report
+    from .runner import RESULTS, run_eval
+
+    out = Path(args.output)
+    if args.report_only:
+        try:
+            results = json.loads((out / RESULTS).read_text())
+        except (OSError, ValueError) as exc:
+            raise BadOptionError(f"cannot read {out / RESULTS}: {exc}") from None
+        print(f"wrote {write_report(results, out)}")
+        return 0
+    cfg = config_from_args(args)
+    first = cfg.surrogates[0]
+
+    def examples(index: int, record: dict, variants: list) -> None:
+        if index == 0:  # one held-out photo of the first person, every method with the first surrogate
+            picks = {v.method: v.photos[0] for v in variants if v.scale == 1.0 and v.surrogate in (first, "-")}
+            tiles = [(LABELS[m], picks[m]) for m in EXAMPLE_METHODS if m in picks]
+            save_examples(tiles, out / "examples.png")
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    results = run_eval(cfg, out, resume=args.resume, log=log, on_person=examples)
+    report = write_report(results, out)
+    print(f"wrote {out / RESULTS} and {report}")
+    return 0

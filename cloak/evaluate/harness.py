@@ -1,0 +1,200 @@
+"""Per-person evaluation: learn every mask from photo 1, cloak photos 2.., attack them, record outcomes.
+
+One record per person holds raw per-probe outcomes (ranks, genuine scores, quality), so figures
+are aggregated afterwards and partial or resumed runs give the same numbers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+from ..anchors import AnchorGallery, select_anchors
+from ..apply import apply_mask_with_landmarks, measure_quality
+from ..enroll import EnrollConfig, Enroller
+from ..errors import FaceCloakError
+from ..faces import FaceDetector, align_largest_face, to_chw_float
+from ..imageio import read_image
+from ..mask import Mask
+from ..models import get_card, torch_embedder
+from ..optimise import SurrogateTarget
+from ..views import ViewRequest
+from .attacker import Attacker, AttackerGallery, build_attacker_gallery, photo_key
+from .baselines import centre_mask, face_budget, noise_mask, per_image_masks, shipped
+from .metrics import NO_FACE_SCORE, NOT_FOUND, identity_scores, true_ranks
+from .protocol import ENSEMBLE, NO_SURROGATE, Dataset, EvalConfig, Person, anchor_gallery, load_dataset, person_seed, upload
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class Variant:
+    """One way of protecting a person's probes, and the cloaked photos it produced."""
+
+    method: str
+    surrogate: str
+    scale: float
+    photos: list[np.ndarray] = field(default_factory=list)
+
+
+class Harness:
+    """Holds what is shared across people: detector, attacker gallery (embedded once), anchors, enroller."""
+
+    def __init__(self, cfg: EvalConfig, dataset: Dataset | None = None, log: Log = lambda msg: None,
+                 anchors: AnchorGallery | None = None) -> None:
+        """``anchors`` replaces the split of the core's cached distractor gallery (tests use a tiny one)."""
+        cfg.validate()
+        self.cfg, self.log = cfg, log
+        self.dataset = dataset or load_dataset(cfg)
+        self.detector = FaceDetector()
+        start = time.perf_counter()
+        self.attacker = Attacker(cfg.targets, FaceDetector())  # its own detector: nothing shared with the defender
+        people = [(p.name, p.photos) for p in self.dataset.gallery_people]
+        self.gallery: AttackerGallery = build_attacker_gallery(self.attacker, people, self.dataset.attacker_distractors)
+        self.thresholds = self.gallery.thresholds(cfg.far)
+        log(f"attacker gallery: {len(self.gallery.keys)} photos of {len(self.gallery.identities)} identities "
+            f"in {time.perf_counter() - start:.0f}s; thresholds at FAR {cfg.far:g}: "
+            + ", ".join(f"{m} {t:.3f}" for m, (t, _) in self.thresholds.items()))
+        models = tuple(sorted(set(cfg.surrogates)))
+        self.anchors = anchors or anchor_gallery(models, self.dataset.anchor_names)
+        self.enroller = Enroller(detector=self.detector, gallery=self.anchors)
+
+    def surrogate_sets(self) -> list[tuple[str, tuple[str, ...]]]:
+        sets = [(s, (s,)) for s in self.cfg.surrogates]
+        if self.cfg.ensemble and len(self.cfg.surrogates) > 1:
+            sets.append((ENSEMBLE, tuple(self.cfg.surrogates)))
+        return sets
+
+    def enroll_config(self, surrogates: tuple[str, ...], seed: int, scale: float = 1.0, matched: bool = False) -> EnrollConfig:
+        base = EnrollConfig()
+        return replace(
+            base, surrogates=surrogates, seed=seed, check_views=0, budget=self.cfg.budget(scale, matched),
+            views=self.cfg.views or base.views,
+            pgd=replace(base.pgd, iterations=self.cfg.iterations or base.pgd.iterations),
+        )
+
+    def anchor_targets(self, surrogates: tuple[str, ...], crop: np.ndarray) -> list[SurrogateTarget]:
+        """The same anchors enrollment picks for this face (for the per-image PGD reference)."""
+        clean = torch.from_numpy(to_chw_float(crop))
+        targets = []
+        for name in surrogates:
+            embed = torch_embedder(name)
+            with torch.no_grad():
+                user = embed(clean)[0]
+            chosen = select_anchors(self.anchors, name, user.numpy(), get_card(name).match_threshold)
+            targets.append(SurrogateTarget(embed, torch.from_numpy(chosen.near), torch.from_numpy(chosen.far), user))
+        return targets
+
+    def run_person(self, person: Person) -> tuple[dict, list[Variant]]:
+        """Protect and attack one person's probes; returns the JSON record and the variants (for examples)."""
+        cfg, seed = self.cfg, person_seed(self.cfg.seed, person.name)
+        timings: dict[str, float] = {}
+        enrollment = read_image(person.photos[0])
+        probes = [read_image(p) for p in person.photos[1 : cfg.probes + 1]]
+        frame = EnrollConfig().frame
+        aligned = align_largest_face(self.detector, enrollment, frame)
+        probe_faces = []
+        for photo in probes:  # the defender's own detection, as `facecloak apply` would do
+            try:
+                probe_faces.append(align_largest_face(self.detector, photo, frame))
+            except FaceCloakError:
+                probe_faces.append(None)
+
+        def cloak(mask_for: Callable[[int], Mask]) -> list[np.ndarray]:
+            return [photo if face is None else apply_mask_with_landmarks(photo, mask_for(i), face.face.landmarks)
+                    for i, (photo, face) in enumerate(zip(probes, probe_faces))]
+
+        def timed(key: str, fn: Callable[[], list[np.ndarray]]) -> list[np.ndarray]:
+            start = time.perf_counter()
+            out = fn()
+            timings[key] = round(time.perf_counter() - start, 2)
+            return out
+
+        def ours(surrogates: tuple[str, ...], scale: float = 1.0, matched: bool = False) -> list[np.ndarray]:
+            result = self.enroller.enroll(enrollment, self.enroll_config(surrogates, seed, scale, matched))
+            mask = shipped(result.mask)
+            return cloak(lambda i: mask)
+
+        variants: list[Variant] = []
+        methods = set(cfg.methods)
+        if "clean" in methods:
+            variants.append(Variant("clean", NO_SURROGATE, 1.0, list(probes)))
+        if "noise" in methods:
+            for scale in (1.0, *cfg.budget_scales):
+                mask = noise_mask(face_budget(aligned, cfg.budget(scale)), frame, seed)
+                variants.append(Variant("noise", NO_SURROGATE, scale, cloak(lambda i: mask)))
+        base = self.enroll_config((cfg.surrogates[0],), seed)
+        for label, names in self.surrogate_sets():
+            single = label != ENSEMBLE  # the ensemble row is our full method only (cost)
+            if "ours" in methods:
+                variants.append(Variant("ours", label, 1.0, timed(f"ours/{label}", lambda: ours(names))))
+            if "ours_bm" in methods and single:
+                variants.append(Variant("ours_bm", label, 1.0, timed(f"ours_bm/{label}", lambda: ours(names, matched=True))))
+            if "centre" in methods and single:
+                def centre() -> list[np.ndarray]:
+                    request = ViewRequest(enrollment, aligned.face, frame, base.views, seed)
+                    views = torch.from_numpy(self.enroller.view_generator.generate(request))
+                    mask = centre_mask(names, views, face_budget(aligned, cfg.budget()), frame, base.pgd, seed)
+                    return cloak(lambda i: mask)
+                variants.append(Variant("centre", label, 1.0, timed(f"centre/{label}", centre)))
+            if "pgd" in methods and single:
+                def per_image() -> list[np.ndarray]:
+                    found = [f for f in probe_faces if f is not None]
+                    if not found:
+                        return list(probes)
+                    crops = torch.from_numpy(to_chw_float(np.stack([f.crop for f in found])))
+                    budgets = torch.from_numpy(np.stack([face_budget(f, cfg.budget()) for f in found]))
+                    masks = iter(per_image_masks(crops, budgets, self.anchor_targets(names, aligned.crop), frame, base.pgd, seed))
+                    per_probe = [None if f is None else next(masks) for f in probe_faces]
+                    return cloak(lambda i: per_probe[i])
+                variants.append(Variant("pgd", label, 1.0, timed(f"pgd/{label}", per_image)))
+        if "ours" in methods:
+            for scale in cfg.budget_scales:  # PSR vs budget: our method, first surrogate
+                label = cfg.surrogates[0]
+                variants.append(Variant("ours", label, scale, timed(f"ours/{label}@{scale:g}", lambda: ours((label,), scale))))
+
+        start = time.perf_counter()
+        record = {
+            "person": person.name, "seed": seed, "apply_failed": [f is None for f in probe_faces],
+            "variants": [self._score(person, v, probes) for v in variants],
+        }
+        timings["attack"] = round(time.perf_counter() - start, 2)
+        record["seconds"] = timings
+        return record, variants
+
+    def _score(self, person: Person, variant: Variant, clean: list[np.ndarray]) -> dict:
+        """Quality of each cloaked probe, then the attacker's view of it after each upload setting."""
+        cfg = self.cfg
+        quality = [measure_quality(c, p) for c, p in zip(clean, variant.photos)]
+        entry = {
+            "method": variant.method, "surrogate": variant.surrogate, "scale": variant.scale,
+            "ssim": [round(q.ssim, 5) for q in quality],
+            "psnr": [None if not np.isfinite(q.psnr) else round(q.psnr, 3) for q in quality],
+            "attack": {},
+        }
+        keys = [photo_key(p) for p in person.photos[1 : cfg.probes + 1]]
+        uploads = [upload(p, cfg.resize, q) for q in cfg.jpeg for p in variant.photos]
+        found, emb = self.attacker.embed(uploads)
+        n = len(variant.photos)
+        for j, q in enumerate(cfg.jpeg):
+            rows = slice(j * n, (j + 1) * n)
+            entry["attack"][str(q)] = {m: self._outcomes(emb[m][rows], found[rows], m, person.name, keys) for m in cfg.targets}
+        return entry
+
+    def _outcomes(self, emb: np.ndarray, found: np.ndarray, model: str, identity: str, keys: list[str]) -> dict:
+        """Rank of the true identity (leave-one-out) and genuine-pair scores for each probe."""
+        g = self.gallery
+        truth = g.index(identity)
+        gallery_keys = np.array(g.keys)
+        sims = emb @ g.embeddings[model].T
+        keep = gallery_keys[None, :] != np.array(keys)[:, None]  # the probe's own clean photo is left out
+        ranks = true_ranks(identity_scores(sims, g.labels, len(g.identities), keep), [truth] * len(keys))
+        genuine = []
+        for i, ok in enumerate(found):
+            pairs = keep[i] & (g.labels == truth)
+            genuine.append([round(float(s), 4) for s in sims[i, pairs]] if ok else [NO_FACE_SCORE] * int(pairs.sum()))
+        return {"rank": [int(r) if ok else NOT_FOUND for r, ok in zip(ranks, found)], "genuine": genuine}

@@ -1,0 +1,85 @@
+"""Protection metrics: identification rank, top-k PSR, threshold at a FAR, verification PSR.
+
+Pure numpy on embeddings and labels, so every rule can be checked on hand-made galleries.
+Ties go to the attacker: a probe counts as recognised if its true identity scores at least as
+high as the k-th best other identity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+NOT_FOUND = -1  # rank stored for a probe in which the attacker's detector found no face
+NO_FACE_SCORE = -2.0  # verification score stored for such a probe: below any cosine, always rejected
+
+
+def identity_scores(sims: np.ndarray, labels: np.ndarray, n_ids: int, keep: np.ndarray | None = None) -> np.ndarray:
+    """(P, G) probe-to-entry similarities -> (P, n_ids) best similarity per identity.
+
+    Entries with ``keep`` False (e.g. the probe's own clean photo, leave-one-out) are ignored;
+    an identity with no remaining entries scores -inf.
+    """
+    sims = np.atleast_2d(np.asarray(sims, dtype=np.float64))
+    if keep is not None:
+        sims = np.where(np.atleast_2d(keep), sims, -np.inf)
+    out = np.full((sims.shape[0], n_ids), -np.inf)
+    for i in range(sims.shape[0]):  # per probe: ufunc.at has no row-wise form
+        np.maximum.at(out[i], labels, sims[i])
+    return out
+
+
+def true_ranks(scores: np.ndarray, truth: Sequence[int]) -> np.ndarray:
+    """0-based rank of each probe's true identity among (P, n_ids) identity scores (0 = top-1).
+
+    Rank = number of other identities scoring strictly higher, so ties favour the attacker.
+    A true identity with no gallery entries left gets rank n_ids (never found).
+    """
+    scores = np.atleast_2d(scores)
+    truth = np.asarray(truth, dtype=np.int64)
+    own = scores[np.arange(len(truth)), truth]
+    ranks = (scores > own[:, None]).sum(axis=1)
+    return np.where(np.isneginf(own), scores.shape[1], ranks)
+
+
+def psr_at_k(ranks: Sequence[int], k: int) -> float:
+    """Protection success rate: share of probes whose true identity is not in the top ``k``.
+
+    A probe with rank NOT_FOUND (no face detected by the attacker) counts as protected.
+    """
+    ranks = np.asarray(ranks, dtype=np.int64)
+    if ranks.size == 0:
+        return float("nan")
+    return float(np.mean((ranks == NOT_FOUND) | (ranks >= k)))
+
+
+def threshold_at_far(impostor: np.ndarray, far: float) -> float:
+    """Lowest cosine threshold t (accept when score >= t) that accepts at most ``far`` of the impostors."""
+    scores = np.sort(np.asarray(impostor, dtype=np.float64).ravel())[::-1]
+    if scores.size == 0:
+        raise ValueError("no impostor scores")
+    allowed = int(np.floor(far * scores.size))
+    if allowed >= scores.size:
+        return float(scores[-1])
+    # Just above the first impostor that must be rejected; ties there are all rejected.
+    return float(np.nextafter(scores[allowed], np.inf))
+
+
+def impostor_scores(embeddings: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Cosine similarities of every pair of entries with different labels (upper triangle)."""
+    sims = embeddings @ embeddings.T
+    i, j = np.triu_indices(len(labels), k=1)
+    different = labels[i] != labels[j]
+    return sims[i[different], j[different]]
+
+
+def verification_psr(genuine: Sequence[Sequence[float]], threshold: float) -> float:
+    """Share of (cloaked probe, clean genuine photo) pairs the verifier rejects (score < threshold).
+
+    ``genuine`` holds one list per probe (a probe with no detected face holds NO_FACE_SCORE).
+    """
+    flat = [s for probe in genuine for s in probe]
+    if not flat:
+        return float("nan")
+    return float(np.mean(np.asarray(flat) < threshold))

@@ -1,0 +1,180 @@
+"""results.json -> a Markdown report with tables and small PNG plots (matplotlib, Agg backend)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+LABELS = {
+    "clean": "clean (no cloak)", "noise": "uniform noise", "centre": "class centre (OPOM-style)",
+    "pgd": "per-image PGD (reference)", "ours_bm": "ours, eps_A = eps", "ours": "ours (full)",
+}
+EXAMPLE_METHODS = ("clean", "noise", "centre", "ours_bm", "ours", "pgd")
+REPORT = "report.md"
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None or x != x else f"{100 * x:.1f}%"
+
+
+def _num(x: float | None, fmt: str) -> str:
+    return "–" if x is None else format(x, fmt)
+
+
+def _jpeg_label(q: int) -> str:
+    return "none" if q == 0 else str(q)
+
+
+def _budget_label(row: dict) -> str:
+    return "–" if row["eps"] is None else f"{row['eps']:g}/{row['eps_focus']:g}"
+
+
+def main_rows(results: dict) -> list[dict]:
+    cfg = results["config"]
+    return [r for r in results["rows"] if r["jpeg"] == cfg["jpeg"][0] and r["scale"] == 1.0]
+
+
+def table(rows: Sequence[dict]) -> str:
+    head = ("| method | surrogate | target | box | eps/eps_A | top-1 PSR | top-5 PSR | verif. PSR @FAR | no face | SSIM "
+            "| PSNR dB | probes |")
+    lines = [head, "|" + "---|" * 12]
+    for r in rows:
+        lines.append(
+            f"| {LABELS.get(r['method'], r['method'])} | {r['surrogate']} | {r['target']} | {r['box']} | "
+            f"{_budget_label(r)} | {_pct(r['top1_psr'])} | {_pct(r['top5_psr'])} | {_pct(r['verification_psr'])} | {_pct(r['no_face'])} | "
+            f"{_num(r['ssim'], '.3f')} | {_num(r['psnr'], '.1f')} | {r['probes']} |"
+        )
+    return "\n".join(lines)
+
+
+def plot_psr_vs_budget(results: dict, path: Path) -> bool:
+    """Top-1 PSR against eps_A for ours (first surrogate) and noise, per target; False if one budget only."""
+    cfg = results["config"]
+    rows = [r for r in results["rows"] if r["jpeg"] == cfg["jpeg"][0]]
+    sweep = [r for r in rows if r["method"] in ("ours", "noise") and r["surrogate"] in (cfg["surrogates"][0], "-")]
+    if len({r["scale"] for r in sweep}) < 2:
+        return False
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.4), dpi=90)
+    for method, style in (("ours", "-o"), ("noise", ":s")):
+        for target in cfg["targets"]:
+            pts = sorted((r["eps_focus"], r["top1_psr"], r["box"]) for r in sweep if r["method"] == method and r["target"] == target)
+            if pts:
+                ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], style, label=f"{LABELS[method]} → {target} ({pts[0][2]})")
+    for r in rows:
+        if r["method"] == "ours_bm" and r["surrogate"] == cfg["surrogates"][0]:
+            ax.plot([r["eps_focus"]], [100 * r["top1_psr"]], "x", ms=8, label=f"{LABELS['ours_bm']} → {r['target']}")
+    ax.set_xlabel("eps_A (grey levels; eps = eps_A / 4)")
+    ax.set_ylabel(f"top-1 PSR % (JPEG {_jpeg_label(cfg['jpeg'][0])})")
+    ax.set_ylim(-2, 102)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def plot_psr_vs_jpeg(results: dict, path: Path) -> bool:
+    """Top-1 PSR against upload JPEG quality, each method with the first surrogate, per target."""
+    cfg = results["config"]
+    if len(cfg["jpeg"]) < 2:
+        return False
+    rows = [r for r in results["rows"] if r["scale"] == 1.0 and r["surrogate"] in (cfg["surrogates"][0], "-")]
+    plt = _pyplot()
+    targets = cfg["targets"]
+    fig, axes = plt.subplots(1, len(targets), figsize=(4 * len(targets), 3.2), dpi=90, squeeze=False, sharey=True)
+    qualities = sorted(set(cfg["jpeg"]), key=lambda q: -(q or 101))
+    for ax, target in zip(axes[0], targets):
+        for method in LABELS:
+            by_q = {r["jpeg"]: r["top1_psr"] for r in rows if r["method"] == method and r["target"] == target}
+            if by_q:
+                ax.plot(range(len(qualities)), [100 * by_q.get(q, np.nan) for q in qualities], "-o", label=LABELS[method])
+        box = "white-box" if target == cfg["surrogates"][0] else "black-box"
+        ax.set_title(f"target {target} ({box} for surrogate {cfg['surrogates'][0]})", fontsize=8)
+        ax.set_xticks(range(len(qualities)), [_jpeg_label(q) for q in qualities])
+        ax.set_xlabel("upload JPEG quality")
+        ax.set_ylim(-2, 102)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("top-1 PSR %")
+    axes[0][-1].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def save_examples(tiles: Sequence[tuple[str, np.ndarray]], path: Path, side: int = 160) -> None:
+    """Clean and cloaked versions of one held-out photo side by side (small thumbnails)."""
+    import cv2
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(tiles), figsize=(1.9 * len(tiles), 2.2), dpi=90)
+    for ax, (label, img) in zip(np.atleast_1d(axes), tiles):
+        scale = side / max(img.shape[:2])
+        small = cv2.resize(img, (round(img.shape[1] * scale), round(img.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+        ax.imshow(small)
+        ax.set_title(label, fontsize=6)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_report(results: dict, out_dir: Path, title: str = "FaceCloak protection benchmark") -> Path:
+    """report.md plus the plots it links, next to results.json."""
+    cfg = results["config"]
+    ds = results["dataset"]
+    plots = []
+    if plot_psr_vs_budget(results, out_dir / "psr_vs_budget.png"):
+        plots.append(("PSR vs budget", "psr_vs_budget.png"))
+    if plot_psr_vs_jpeg(results, out_dir / "psr_vs_jpeg.png"):
+        plots.append(("PSR vs JPEG quality", "psr_vs_jpeg.png"))
+    if (out_dir / "examples.png").exists():
+        plots.append(("Examples: one held-out photo, clean and cloaked (before upload)", "examples.png"))
+    thresholds = ", ".join(f"{m} {t['threshold']:.3f} ({t['impostor_pairs']:,} clean impostor pairs)"
+                           for m, t in results["thresholds"].items())
+    rows = main_rows(results)
+    jpeg_rows = [r for r in results["rows"] if r["jpeg"] != cfg["jpeg"][0] and r["scale"] == 1.0]
+    budget_rows = [r for r in results["rows"] if r["jpeg"] == cfg["jpeg"][0] and r["scale"] != 1.0]
+    parts = [
+        f"# {title}",
+        "",
+        f"{len(ds['people'])} LFW people x {cfg['probes']} held-out photos each (mask learned from photo 1 only). "
+        f"Attacker gallery: {ds['gallery']['photos']} clean photos of {ds['gallery']['identities']} identities "
+        f"({ds['gallery']['lfw_people']} LFW people, {ds['gallery']['distractors']} distractors; the probe's own clean "
+        f"photo left out). Anchors: `{cfg['anchor_source']}` ({ds['anchors']['identities']} identities"
+        + (", disjoint from the attacker's distractors)." if cfg["anchor_source"] == "split" else ", SHARED with the attacker's distractors: inflated).")
+        + f" Upload: resize x{cfg['resize']} then JPEG {_jpeg_label(cfg['jpeg'][0])}; the attacker re-detects "
+        f"(YuNet) and re-aligns every photo and embeds with ONNX Runtime. Budget eps = {cfg['eps'] * 255:.0f}, "
+        f"eps_A = {cfg['eps_focus'] * 255:.0f} grey levels. Verification thresholds at FAR {cfg['far']:g}: {thresholds}. "
+        f"Seed {cfg['seed']}; {results['seconds']['total'] / 60:.0f} min for this invocation.",
+        "",
+        f"## Headline: JPEG {_jpeg_label(cfg['jpeg'][0])}, resize x{cfg['resize']}",
+        "",
+        table(rows),
+        "",
+        "PSR = share of cloaked probes whose true identity is NOT in the attacker's top-k (higher is better). "
+        "`no face` = the attacker's detector found no face (counted as protected). SSIM/PSNR: cloaked vs clean photo at "
+        f"full resolution, before upload. LPIPS: {results['lpips']}.",
+    ]
+    if jpeg_rows:
+        parts += ["", "## Other upload JPEG qualities", "", table(jpeg_rows)]
+    if budget_rows:
+        parts += ["", "## Other budgets (eps, eps_A scaled together)", "", table(budget_rows)]
+    for name, file in plots:
+        parts += ["", f"## {name}", "", f"![{name}]({file})"]
+    path = out_dir / REPORT
+    path.write_text("\n".join(parts) + "\n")
+    return path

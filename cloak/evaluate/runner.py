@@ -1,0 +1,112 @@
+"""A whole benchmark run: per-person records appended to records.jsonl (resumable), then results.json.
+
+records.jsonl starts with a header line holding the config fingerprint; a resumed run only
+reuses records written under the same settings.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from ..anchors import AnchorGallery
+
+from ..errors import BadOptionError
+from .harness import Harness, Log, Variant
+from .protocol import EvalConfig
+from .summary import summarise
+
+SCHEMA = "facecloak-eval/1"
+RECORDS = "records.jsonl"
+RESULTS = "results.json"
+LPIPS_NOTE = ("not measured: no package ships LPIPS weights usable offline here (the `lpips` package loads its "
+              "AlexNet/VGG backbone through torchvision, which has no working CPU build on these machines, "
+              "and downloads the backbone weights at run time)")
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "machine": platform.machine()}
+    for pkg in ("facecloak", "torch", "onnxruntime", "opencv-python-headless", "numpy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "missing"
+    return out
+
+
+def load_records(path: Path, cfg: EvalConfig) -> list[dict]:
+    """Records of a previous run with the same settings; an error if the file holds another run's."""
+    if not path.exists():
+        return []
+    lines = path.read_text().splitlines()
+    header = json.loads(lines[0]) if lines else {}
+    if header.get("fingerprint") != cfg.fingerprint():
+        raise BadOptionError(f"{path} was written with other settings; use another --output folder")
+    return [json.loads(line) for line in lines[1:] if line.strip()]
+
+
+def run_eval(cfg: EvalConfig, out_dir: Path, resume: bool = False, log: Log = lambda msg: None,
+             on_person: Callable[[int, dict, list[Variant]], None] | None = None,
+             anchors: AnchorGallery | None = None) -> dict:
+    """Evaluate every person not yet recorded, then write and return results.json's content.
+
+    ``on_person(index, record, variants)`` is called after each newly evaluated person (examples figure).
+    """
+    cfg.validate()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / RECORDS
+    if path.exists() and not resume:
+        path.unlink()
+    records = load_records(path, cfg)
+    if not path.exists():
+        path.write_text(json.dumps({"schema": SCHEMA, "fingerprint": cfg.fingerprint()}) + "\n")
+    started = time.time()
+    harness = Harness(cfg, log=log, anchors=anchors)
+    done = {r["person"] for r in records}
+    for index, person in enumerate(harness.dataset.people):
+        if person.name in done:
+            continue
+        t0 = time.perf_counter()
+        record, variants = harness.run_person(person)
+        with path.open("a") as fh:  # one line per person: a killed run keeps every finished person
+            fh.write(json.dumps(record) + "\n")
+        records.append(record)
+        log(f"[{len(records)}/{cfg.people}] {person.name}: {time.perf_counter() - t0:.0f}s "
+            + " ".join(f"{k}={v:.0f}s" for k, v in record["seconds"].items()))
+        if on_person:
+            on_person(index, record, variants)
+    results = build_results(cfg, harness, records, time.time() - started)
+    (out_dir / RESULTS).write_text(json.dumps(results, indent=1) + "\n")
+    return results
+
+
+def build_results(cfg: EvalConfig, harness: Harness, records: list[dict], seconds: float) -> dict:
+    thresholds = {m: t for m, (t, _) in harness.thresholds.items()}
+    ds = harness.dataset
+    order = {p.name: i for i, p in enumerate(ds.people)}
+    records = sorted(records, key=lambda r: order.get(r["person"], len(order)))
+    return {
+        "schema": SCHEMA,
+        "config": asdict(cfg),
+        "fingerprint": cfg.fingerprint(),
+        "environment": _versions(),
+        "dataset": {
+            "people": [r["person"] for r in records],
+            "probes_per_person": cfg.probes,
+            "gallery": {"identities": len(harness.gallery.identities), "photos": len(harness.gallery.keys),
+                        "lfw_people": len(ds.gallery_people), "distractors": len(ds.attacker_distractors)},
+            "anchors": {"source": cfg.anchor_source, "identities": len(harness.anchors.names)},
+            "apply_failed": sum(sum(r["apply_failed"]) for r in records),
+        },
+        "thresholds": {m: {"far": cfg.far, "threshold": round(t, 4), "impostor_pairs": n}
+                       for m, (t, n) in harness.thresholds.items()},
+        "lpips": LPIPS_NOTE,
+        "rows": summarise(records, cfg, thresholds),
+        "seconds": {"total": round(seconds, 1),
+                    "per_person": {r["person"]: r["seconds"] for r in records}},
+    }

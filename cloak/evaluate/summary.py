@@ -1,0 +1,62 @@
+"""Per-person records -> one row of figures per (method, surrogate, budget scale, target model, JPEG)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from .metrics import NOT_FOUND, psr_at_k, verification_psr
+from .protocol import ENSEMBLE, NO_SURROGATE, EvalConfig
+
+
+def box(surrogate: str, target: str, surrogates: Sequence[str]) -> str:
+    """white-box if the target model was used in optimisation, black-box if never, none for no optimisation."""
+    if surrogate == NO_SURROGATE:
+        return "none"
+    used = set(surrogates) if surrogate == ENSEMBLE else {surrogate}
+    return "white-box" if target in used else "black-box"
+
+
+def _mean(values: Iterable[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return round(float(np.mean(vals)), 4) if vals else None
+
+
+def _budget(method: str, scale: float, cfg: EvalConfig) -> dict[str, float | None]:
+    """eps and eps_A in grey levels (None for the clean photos)."""
+    if method == "clean":
+        return {"eps": None, "eps_focus": None}
+    focus = cfg.eps if method == "ours_bm" else cfg.eps_focus
+    return {"eps": round(cfg.eps * scale * 255, 2), "eps_focus": round(focus * scale * 255, 2)}
+
+
+def summarise(records: Sequence[dict], cfg: EvalConfig, thresholds: dict[str, float]) -> list[dict]:
+    """Pool every person's probes per row. PSNR skips identical photos (infinite PSNR)."""
+    pooled: dict[tuple, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for record in records:
+        for v in record["variants"]:
+            for jpeg, per_model in v["attack"].items():
+                for target, out in per_model.items():
+                    acc = pooled[(v["method"], v["surrogate"], v["scale"], target, int(jpeg))]
+                    acc["rank"] += out["rank"]
+                    acc["genuine"] += out["genuine"]
+                    acc["ssim"] += v["ssim"]
+                    acc["psnr"] += v["psnr"]
+    rows = []
+    for (method, surrogate, scale, target, jpeg), acc in pooled.items():
+        ranks = acc["rank"]
+        rows.append({
+            "method": method, "surrogate": surrogate, "target": target, "box": box(surrogate, target, cfg.surrogates),
+            "scale": scale, **_budget(method, scale, cfg),
+            "jpeg": jpeg, "resize": cfg.resize, "probes": len(ranks),
+            "top1_psr": round(psr_at_k(ranks, 1), 4), "top5_psr": round(psr_at_k(ranks, 5), 4),
+            "verification_psr": round(verification_psr(acc["genuine"], thresholds[target]), 4),
+            "no_face": round(float(np.mean(np.asarray(ranks) == NOT_FOUND)), 4) if ranks else None,
+            "ssim": _mean(acc["ssim"]), "psnr": _mean(acc["psnr"]),
+        })
+    order = {m: i for i, m in enumerate(("clean", "noise", "centre", "pgd", "ours_bm", "ours"))}
+    rows.sort(key=lambda r: (r["jpeg"] != cfg.jpeg[0], r["jpeg"], r["scale"] != 1.0, r["scale"], r["target"],
+                             order.get(r["method"], 99), r["surrogate"]))
+    return rows

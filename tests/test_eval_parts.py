@@ -1,0 +1,141 @@
+"""Protocol, baselines and summary of the benchmark on small cases (tiny torch embedders, synthetic photos)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from facecloak.anchors.gallery import identity_of
+from facecloak.errors import BadOptionError
+from facecloak.evaluate.baselines import centre_targets, noise_mask, per_image_deltas
+from facecloak.evaluate.cli import config_from_args
+from facecloak.evaluate.protocol import QUICK, EvalConfig, load_dataset, person_seed, upload
+from facecloak.evaluate.summary import box, summarise
+from facecloak.faces import AlignedFrame
+from facecloak.optimise import PGDConfig, cloak_loss
+from facecloak.cli import build_parser
+
+
+class TinyEmbedder(torch.nn.Module):
+    """A fixed random linear embedder: stands in for a face model where only the maths is under test."""
+
+    def __init__(self, size: int = 16, dim: int = 8) -> None:
+        super().__init__()
+        self.proj = torch.nn.Linear(3 * size * size, dim, bias=False)
+        torch.nn.init.normal_(self.proj.weight, generator=torch.Generator().manual_seed(0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.normalize(self.proj(x.flatten(1)), dim=-1)
+
+
+def test_config_validation_names_the_bad_option():
+    with pytest.raises(BadOptionError, match="probes"):
+        replace(EvalConfig(), probes=10).validate()
+    with pytest.raises(BadOptionError, match="anchor source"):
+        replace(EvalConfig(), anchor_source="mine").validate()
+    with pytest.raises(BadOptionError, match="unknown methods"):
+        replace(EvalConfig(), methods=("ours", "magic")).validate()
+    with pytest.raises(BadOptionError, match="people"):
+        replace(EvalConfig(), people=20, gallery_people=10).validate()
+    with pytest.raises(BadOptionError, match="unknown face-recognition model"):
+        replace(EvalConfig(), targets=("arcface9000",)).validate()
+
+
+def test_fingerprint_ignores_people_but_not_settings():
+    base = EvalConfig()
+    assert replace(base, people=3).fingerprint() == base.fingerprint()  # runs can be extended/cut short
+    assert replace(base, jpeg=(75,)).fingerprint() != base.fingerprint()
+    assert person_seed(0, "A") == person_seed(0, "A") != person_seed(1, "A")
+
+
+def test_cli_options_override_quick():
+    args = build_parser().parse_args(["eval", "--quick", "--people", "2", "--eps", "4", "--surrogate", "facenet", "--jpeg", "75,0"])
+    cfg = config_from_args(args)
+    assert (cfg.people, cfg.surrogates, cfg.jpeg, cfg.views) == (2, ("facenet",), (75, 0), QUICK.views)
+    assert cfg.eps == pytest.approx(4 / 255)
+    with pytest.raises(BadOptionError):
+        config_from_args(build_parser().parse_args(["eval", "--probes", "0"]))
+
+
+def test_dataset_split_keeps_anchors_and_attacker_distractors_disjoint():
+    cfg = replace(EvalConfig(), people=3, gallery_people=5, distractors=40, anchor_split=30)
+    ds = load_dataset(cfg)
+    assert [p.name for p in ds.people] == [p.name for p in ds.gallery_people[:3]]
+    assert all(len(p.photos) == 10 for p in ds.people)
+    attacker = {identity_of(p, ds.distractor_root) for p in ds.attacker_distractors}
+    assert len(attacker) == 40 and len(ds.anchor_names) == 30
+    assert not attacker & set(ds.anchor_names)
+    shared = load_dataset(replace(cfg, anchor_source="shared"))
+    assert {identity_of(p, ds.distractor_root) for p in shared.attacker_distractors} <= set(shared.anchor_names)
+    assert load_dataset(cfg).people == ds.people  # seeded choice
+
+
+def test_upload_resizes_and_compresses():
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 256, (100, 80, 3), dtype=np.uint8)
+    out = upload(photo, 0.5, 90)
+    assert out.shape == (50, 40, 3) and out.dtype == np.uint8
+    assert np.array_equal(upload(photo, 1.0, 0), photo)  # no resize, no JPEG: untouched
+    assert not np.array_equal(upload(photo, 1.0, 50), photo)
+
+
+def test_noise_mask_stays_inside_the_budget():
+    budget = np.full((16, 16), 8 / 255, dtype=np.float32)
+    budget[:, :8] = 0
+    mask = noise_mask(budget, AlignedFrame(size=16), seed=3)
+    assert np.all(mask.delta[:, :8] == 0)
+    # Shipped through the file format: quantised to 2-level steps, at most one step past the budget.
+    assert np.abs(mask.delta).max() <= 8 / 255 + 1 / 255 + 1e-6
+    assert np.abs(mask.delta[:, 8:]).mean() > 2 / 255  # it is real noise, not zeros
+
+
+def test_class_centre_loss_is_similarity_to_the_centre(monkeypatch):
+    tiny = TinyEmbedder()
+    monkeypatch.setattr("facecloak.evaluate.baselines.torch_embedder", lambda name: tiny)
+    views = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    (target,) = centre_targets(["tiny"], views)
+    centre = torch.nn.functional.normalize(tiny(views).mean(0), dim=0)
+    assert torch.allclose(target.user, centre)
+    emb = tiny(torch.rand(3, 3, 16, 16))
+    assert torch.allclose(cloak_loss(emb, target, 1.0), (emb @ centre).mean(), atol=1e-6)
+
+
+def test_per_image_pgd_gives_each_image_its_own_delta_within_its_budget():
+    tiny = TinyEmbedder()
+    gen = torch.Generator().manual_seed(2)
+    crops = torch.rand(2, 3, 16, 16, generator=gen)
+    user = tiny(crops[:1])[0].detach()
+    from facecloak.optimise import SurrogateTarget
+
+    far = -user
+    near = torch.nn.functional.normalize(user + 0.5 * torch.randn(8, generator=gen), dim=0)
+    budgets = torch.stack([torch.full((16, 16), 8 / 255), torch.zeros(16, 16)])  # image 2 may not change
+    cfg = PGDConfig(diversity_prob=0.0, attention=False, momentum=0.0)
+    deltas = per_image_deltas(crops, budgets, [SurrogateTarget(tiny, near, far, user)], cfg, seed=0)
+    assert deltas.shape == (2, 3, 16, 16)
+    assert deltas[0].abs().max() <= 8 / 255 + 1e-6 and deltas[0].abs().mean() > 4 / 255
+    assert torch.count_nonzero(deltas[1]) == 0
+    with torch.no_grad():  # the attack moved image 1 away from the user's identity
+        assert float(tiny((crops[:1] + deltas[:1]).clamp(0, 1))[0] @ user) < float(tiny(crops[:1])[0] @ user) - 0.05
+
+
+def test_summary_pools_people_and_labels_boxes():
+    cfg = replace(EvalConfig(), surrogates=("sface", "facenet"), targets=("facenet",), jpeg=(90,))
+    def variant(method, surrogate, ranks, genuine):
+        return {"method": method, "surrogate": surrogate, "scale": 1.0, "ssim": [0.9] * len(ranks),
+                "psnr": [30.0] * len(ranks), "attack": {"90": {"facenet": {"rank": ranks, "genuine": genuine}}}}
+    records = [
+        {"variants": [variant("ours", "sface", [0, 3], [[0.9], [0.1]]), variant("clean", "-", [0, 0], [[0.9], [0.8]])]},
+        {"variants": [variant("ours", "sface", [-1, 9], [[-2.0], [0.2]]), variant("clean", "-", [0, 1], [[0.7], [0.6]])]},
+    ]
+    rows = {(r["method"], r["surrogate"]): r for r in summarise(records, cfg, {"facenet": 0.5})}
+    ours = rows[("ours", "sface")]
+    assert (ours["probes"], ours["top1_psr"], ours["top5_psr"], ours["verification_psr"]) == (4, 0.75, 0.5, 0.75)
+    assert ours["box"] == "black-box" and ours["no_face"] == 0.25 and ours["eps_focus"] == 32
+    clean = rows[("clean", "-")]
+    assert (clean["top1_psr"], clean["verification_psr"], clean["box"], clean["eps"]) == (0.25, 0.0, "none", None)
+    assert box("ensemble", "facenet", cfg.surrogates) == "white-box"
+    assert box("facenet", "facenet", cfg.surrogates) == "white-box"
