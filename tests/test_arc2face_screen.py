@@ -80,6 +80,16 @@ def test_onnx_identity_matches_the_core_embedder(identity, photos, detector):
     assert ours.shape == (512,) and np.dot(ours, core) > 0.9999
 
 
+def test_insightface_loader_agrees_with_ours(photos, detector):
+    """insightface's model_zoo + norm_crop (installed with --no-deps) and our ONNX path embed alike."""
+    model = asset("models/sface_112.onnx")  # a 112 px ArcFace-style recogniser model_zoo accepts
+    theirs, ours = InsightFaceArcFace(model), OnnxArcFace.from_file(model)
+    assert theirs.dim == ours.dim == 128
+    for photo in photos[0][:2] + photos[1][:1]:
+        lms = detect_largest_face(detector, photo).landmarks
+        assert float(theirs.embed(photo, lms) @ ours.embed(photo, lms)) > 0.999
+
+
 def test_insightface_absence_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "insightface", None)
     monkeypatch.setitem(sys.modules, "insightface.model_zoo", None)
