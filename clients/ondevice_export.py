@@ -10,12 +10,12 @@ import argparse
 import os
 import subprocess
 import sys
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import FaceCloakError
+from .ondevice_onnx import export_onnx
 from .ondevice_op import AddAndClip, OpConfig, example_inputs
 
 FORMATS = ("onnx", "coreml", "tflite")
@@ -45,21 +45,6 @@ def model_bytes(path: Path) -> int:
     if path.is_dir():
         return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
     return path.stat().st_size
-
-
-def export_onnx(path: Path, mask_size: int = 112) -> Path:
-    """ONNX opset 17 (GridSample), uint8 NHWC ROI of dynamic size; runs on ONNX Runtime Mobile."""
-    import torch
-
-    config = OpConfig(mask_size=mask_size, io_dtype="uint8")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            AddAndClip(config).eval(), example_inputs(config), str(path), input_names=["roi", "mask", "matrix"],
-            output_names=["cloaked"], dynamic_axes={"roi": {1: "height", 2: "width"}, "cloaked": {1: "height", 2: "width"}},
-            opset_version=17, dynamo=False,
-        )
-    return path
 
 
 def export_coreml(path: Path, mask_size: int = 112) -> Path:

@@ -61,8 +61,9 @@ class AddAndClip(torch.nn.Module):
         xs = _index_ramp(roi[0, 0, :, 0]).reshape(1, -1)
         ys = _index_ramp(roi[0, :, 0, 0]).reshape(-1, 1)
         k = 2.0 / size
-        gx = (matrix[0, 0] * k) * xs + (matrix[0, 1] * k) * ys + (matrix[0, 2] * k + (1.0 / size - 1.0))
-        gy = (matrix[1, 0] * k) * xs + (matrix[1, 1] * k) * ys + (matrix[1, 2] * k + (1.0 / size - 1.0))
+        # Constants join the 1-D ramps before the (h, w) broadcast: one full-size pass per coordinate.
+        gx = ((matrix[0, 0] * k) * xs + (matrix[0, 2] * k + (1.0 / size - 1.0))) + (matrix[0, 1] * k) * ys
+        gy = ((matrix[1, 0] * k) * xs + (matrix[1, 2] * k + (1.0 / size - 1.0))) + (matrix[1, 1] * k) * ys
         grid = torch.stack([gx, gy], dim=-1).unsqueeze(0)
         warped = F.grid_sample(mask.permute(2, 0, 1).unsqueeze(0), grid, mode="bilinear", padding_mode="zeros",
                                align_corners=False)

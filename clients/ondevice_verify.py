@@ -16,9 +16,9 @@ from ..apply import apply_mask_with_landmarks
 from ..assets import asset
 from ..faces import FaceDetector
 from ..faces.detect import detect_largest_face
-from ..mask import Mask, decode_mask, encode_mask
 from ..faces.align import AlignedFrame
-from .ondevice_reference import DeviceMask, Runner, cloak_frame, load_device_mask
+from ..mask import Mask, decode_mask, encode_mask
+from .ondevice_reference import Runner, cloak_frame, load_device_mask
 
 TOLERANCE_LEVELS = 1  # 1/255: one grey level
 
@@ -134,7 +134,3 @@ def verify_exports(paths: dict[str, Path], mask_size: int, tile: int, photos: in
             raise AssertionError(f"{fmt}: differs from the server apply by {worst} grey levels")
         yield f"{fmt:7s} max |op - server apply| = {worst}/255 over {len(cases)} LFW photos"
 
-
-def device_mask_from(mask: Mask) -> DeviceMask:
-    """The op's mask input for an in-memory Mask (goes through the file format, as on the phone)."""
-    return load_device_mask(encode_mask(mask), mask.frame.size)

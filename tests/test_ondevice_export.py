@@ -75,3 +75,16 @@ def test_tflite_runs_in_litert_interpreter_and_matches_server(tmp_path, cases):
     runner = tflite_runner(path)
     for seed, case in enumerate(cases):
         assert compare(runner, random_mask_bytes(seed + 20, amplitude_levels=16), case, tile=TFLITE_TILE) <= 1
+
+
+def test_ondevice_subcommand_hooks_into_a_parent_cli(tmp_path, capsys):
+    import argparse
+
+    from facecloak.clients.ondevice_export import add_ondevice_parser
+
+    parser = argparse.ArgumentParser(prog="facecloak-export")
+    add_ondevice_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["ondevice", "--out", str(tmp_path), "--formats", "onnx"])
+    assert args.func(args) == 0
+    assert (tmp_path / "facecloak_addclip_112.onnx").stat().st_size > 0
+    assert "onnx" in capsys.readouterr().out

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from facecloak.apply import apply_mask_with_landmarks
-from facecloak.clients.ondevice_export import MAX_MODEL_BYTES, export_onnx
+from facecloak.clients.ondevice_export import MAX_MODEL_BYTES
+from facecloak.clients.ondevice_onnx import export_onnx
 from facecloak.clients.ondevice_op import AddAndClip, OpConfig
 from facecloak.clients.ondevice_reference import (
     LandmarkError, cloak_frame, load_device_mask, plan_roi, similarity_closed_form,
@@ -144,3 +145,10 @@ def test_op_output_stays_in_range_for_garbage_inputs(io_dtype):
     # NaN mask adds nothing; a NaN transform samples outside the mask and adds nothing.
     assert torch.equal(op(roi, nan_mask, good_matrix), roi)
     assert torch.equal(op(roi, huge_mask, torch.full((2, 3), float("nan"))), roi)
+
+
+def test_onnx_graph_ends_in_one_fused_quantize(onnx_path):
+    import onnx
+
+    ops = [node.op_type for node in onnx.load(str(onnx_path)).graph.node]
+    assert ops[-1] == "QuantizeLinear" and "Round" not in ops and "GridSample" in ops
