@@ -55,12 +55,25 @@ def random_mask_bytes(seed: int, size: int = 112, amplitude_levels: int = 16, sc
     return encode_mask(mask)
 
 
-def compare(runner: Runner, mask_bytes: bytes, case: Case, tile: int | None = None) -> int:
-    """Max |op - server| in grey levels over the whole photo."""
-    server = apply_mask_with_landmarks(case.photo, decode_mask(mask_bytes), case.landmarks)
+def _max_diff(a: np.ndarray, b: np.ndarray) -> int:
+    return int(np.abs(a.astype(np.int16) - b.astype(np.int16)).max())
+
+
+def _cloak(runner: Runner, mask_bytes: bytes, case: Case, tile: int | None) -> np.ndarray:
     device_mask = load_device_mask(mask_bytes, decode_mask(mask_bytes).frame.size)
-    cloaked, _ = cloak_frame(case.photo, device_mask, case.landmarks, runner, tile=tile)
-    return int(np.abs(cloaked.astype(np.int16) - server.astype(np.int16)).max())
+    return cloak_frame(case.photo, device_mask, case.landmarks, runner, tile=tile)[0]
+
+
+def compare(runner: Runner, mask_bytes: bytes, case: Case, tile: int | None = None) -> int:
+    """Max |op - server apply| in grey levels over the whole photo."""
+    server = apply_mask_with_landmarks(case.photo, decode_mask(mask_bytes), case.landmarks)
+    return _max_diff(_cloak(runner, mask_bytes, case, tile), server)
+
+
+def compare_to_torch(runner: Runner, mask_bytes: bytes, case: Case, tile: int | None = None) -> int:
+    """Max |exported op - torch reference op| in grey levels over the whole photo."""
+    reference = _cloak(torch_runner(mask_size=decode_mask(mask_bytes).frame.size), mask_bytes, case, None)
+    return _max_diff(_cloak(runner, mask_bytes, case, tile), reference)
 
 
 def torch_runner(io_dtype: str = "uint8", mask_size: int = 112) -> Runner:

@@ -11,7 +11,9 @@ from facecloak.clients import ondevice_mil as mil
 from facecloak.clients.ondevice_export import (
     MAX_MODEL_BYTES, ExportUnavailableError, export_coreml, export_tflite, litert_python, main, model_bytes,
 )
-from facecloak.clients.ondevice_verify import compare, coreml_runner, lfw_cases, random_mask_bytes, tflite_runner, torch_runner
+from facecloak.clients.ondevice_verify import (
+    compare, compare_to_torch, coreml_runner, lfw_cases, random_mask_bytes, tflite_runner, torch_runner,
+)
 
 TFLITE_TILE = 128  # small tile: the test ROIs (LFW faces, ~250 px) then span several tiles, edge tiles included
 
@@ -51,6 +53,7 @@ def test_coreml_program_matches_torch_and_server(mlpackage, cases):
         mask = random_mask_bytes(seed + 10, amplitude_levels=16)
         assert compare(runner, mask, case) <= 1
         assert compare(reference, mask, case) <= 1
+        assert compare_to_torch(runner, mask, case) <= 1
     # Garbage transform: the float output stays within 0..255 (Core ML has no uint8 to saturate for us).
     roi = np.full((1, 16, 16, 3), 250.0, np.float32)
     out = mil.evaluate(mil.load_program(mlpackage), {"roi": roi, "mask": np.full((112, 112, 3), 200.0, np.float32),
@@ -74,7 +77,9 @@ def test_tflite_runs_in_litert_interpreter_and_matches_server(tmp_path, cases):
     assert 0 < path.stat().st_size <= MAX_MODEL_BYTES
     runner = tflite_runner(path)
     for seed, case in enumerate(cases):
-        assert compare(runner, random_mask_bytes(seed + 20, amplitude_levels=16), case, tile=TFLITE_TILE) <= 1
+        mask = random_mask_bytes(seed + 20, amplitude_levels=16)
+        assert compare(runner, mask, case, tile=TFLITE_TILE) <= 1
+        assert compare_to_torch(runner, mask, case, tile=TFLITE_TILE) <= 1
 
 
 def test_ondevice_subcommand_hooks_into_a_parent_cli(tmp_path, capsys):

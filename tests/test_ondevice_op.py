@@ -15,7 +15,9 @@ from facecloak.clients.ondevice_op import AddAndClip, OpConfig
 from facecloak.clients.ondevice_reference import (
     LandmarkError, cloak_frame, load_device_mask, plan_roi, similarity_closed_form,
 )
-from facecloak.clients.ondevice_verify import Case, compare, lfw_cases, onnx_runner, random_mask_bytes, torch_runner
+from facecloak.clients.ondevice_verify import (
+    Case, compare, compare_to_torch, lfw_cases, onnx_runner, random_mask_bytes, torch_runner,
+)
 from facecloak.errors import MaskFormatError
 from facecloak.faces import estimate_similarity
 from facecloak.mask import decode_mask, encode_mask
@@ -58,6 +60,7 @@ def test_torch_and_onnx_match_server_with_random_masks(cases, onnx_path, scale):
         mask = random_mask_bytes(seed, amplitude_levels=16, scale=scale)
         for name, runner in runners.items():
             assert compare(runner, mask, case) <= 1, (name, case.name)
+        assert compare_to_torch(runners["onnx"], mask, case) <= 1
 
 
 def test_real_mask_on_other_photos_of_the_person(cases, onnx_path, real_mask):
