@@ -1,0 +1,159 @@
+"""One PGD iteration (loss, input gradient, attention update, projection) as one standard-ONNX graph.
+
+The traced function is the core's own pure ``facecloak.optimise.pgd_step``. Only the diversity draw
+is re-expressed so that one graph serves every step: the random affine warp ``theta`` is a graph
+input, and the random down/up-sampling becomes a graph input too, as the (S, S) matrix ``resample``
+(both resamplers are linear and separable, so down-then-up is ``R @ x @ R^T``). ``pgd_step`` is
+traced with ``down_size = S`` and ``R`` is applied in front of every embedder, which is exactly the
+core's order: warp, then down/up-sample, then embed. The PGD constants (step, momentum, attention
+rate, self weight, gradient smoothing) are baked in and recorded in the manifest; the per-pixel step
+size is an input.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from facecloak.errors import BadOptionError
+from facecloak.models import get_card, torch_embedder
+from facecloak.optimise import DiversityDraw, PGDConfig, StepState, SurrogateTarget, draw_diversity, pgd_step
+
+from facecloak.engines.pgd_loop import BAKED_PGD_FIELDS, MIN_DOWN_SIZE
+
+from .decompositions import export_decompositions, resampling_matrix
+
+STATE_INPUTS = ("delta", "alpha", "velocity", "views", "bound", "steps", "theta", "resample")
+STEP_OUTPUTS = ("new_delta", "new_alpha", "new_velocity", "loss")
+ANCHOR_KINDS = ("near", "far", "user")
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """What one exported step graph is specialised to."""
+
+    models: tuple[str, ...]
+    views: int = 8
+    size: int = 112
+    pgd: PGDConfig = field(default_factory=PGDConfig)
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise BadOptionError("a step graph needs at least one surrogate model")
+        for name in self.models:
+            get_card(name)
+        if not 1 <= self.views <= 64:
+            raise BadOptionError(f"views must be in 1..64, got {self.views}")
+        if not 16 <= self.size <= 512:
+            raise BadOptionError(f"size must be in 16..512, got {self.size}")
+
+    @property
+    def name(self) -> str:
+        return f"pgd_step_{'+'.join(self.models)}_v{self.views}_s{self.size}"
+
+    def input_names(self) -> list[str]:
+        return list(STATE_INPUTS) + anchor_input_names(self.models)
+
+    def baked_pgd(self) -> dict[str, float | bool]:
+        return {k: v for k, v in asdict(self.pgd).items() if k in BAKED_PGD_FIELDS}
+
+
+def pgd_from_baked(baked: Mapping[str, float], base: PGDConfig = PGDConfig()) -> PGDConfig:
+    """``base`` with a step graph's recorded constants (manifests store them as floats)."""
+    return replace(base, **{k: type(getattr(base, k))(v) for k, v in baked.items()})
+
+
+def anchor_input_names(models: Sequence[str]) -> list[str]:
+    return [f"{kind}_{model}" for model in models for kind in ANCHOR_KINDS]
+
+
+def resample_matrix(size: int, down_size: int) -> torch.Tensor:
+    """(S, S) float32 matrix of diversify's down-sampling to ``down_size`` and back (identity if none)."""
+    if down_size >= size:
+        return torch.eye(size)
+    down = resampling_matrix(down_size, size, lambda x, s: F.interpolate(
+        x, size=s, mode="bilinear", antialias=True, align_corners=False))
+    up = resampling_matrix(size, down_size, lambda x, s: F.interpolate(x, size=s, mode="bilinear", align_corners=False))
+    return (up @ down).float()
+
+
+def resample_table(size: int) -> np.ndarray:
+    """(S + 1, S, S) float32: entry d is ``resample_matrix(size, d)`` (rows below 8 px are unused)."""
+    table = np.zeros((size + 1, size, size), dtype=np.float32)
+    for down in range(MIN_DOWN_SIZE, size + 1):
+        table[down] = resample_matrix(size, down).numpy()
+    return table
+
+
+def step_function(spec: StepSpec, embedders: dict[str, torch.nn.Module] | None = None) -> Callable[..., tuple[torch.Tensor, ...]]:
+    """The function that is traced: flat tensors in (``spec.input_names()``), ``STEP_OUTPUTS`` out."""
+    embedders = embedders or {name: torch_embedder(name) for name in spec.models}
+
+    def resampled(embed: torch.nn.Module, matrix: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        return lambda batch: embed(matrix @ batch @ matrix.T)
+
+    def step(delta, alpha, velocity, views, bound, steps, theta, resample, *anchors):  # noqa: ANN001 - traced positionally
+        targets = [SurrogateTarget(resampled(embedders[name], resample), *anchors[3 * i : 3 * i + 3])
+                   for i, name in enumerate(spec.models)]
+        state, loss = pgd_step(StepState(delta, alpha, velocity), views, bound, targets, spec.pgd,
+                               DiversityDraw(theta, views.shape[-1]), steps)
+        return state.delta, state.alpha, state.velocity, loss
+
+    return step
+
+
+def example_inputs(spec: StepSpec, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """Plausible inputs for tracing: random views/anchors, one diversity draw, a 6/255 budget."""
+    gen = torch.Generator().manual_seed(seed)
+    n, s = spec.views, spec.size
+    bound = torch.full((3, s, s), 6 / 255)
+    draw = draw_diversity(n, s, PGDConfig(diversity_prob=1.0), gen)
+    state = ((torch.rand(3, s, s, generator=gen) * 2 - 1) * bound, torch.ones(s, s), torch.zeros(3, s, s))
+    anchors = []
+    for name in spec.models:
+        dim = get_card(name).embedding_dim
+        anchors += [F.normalize(torch.randn(dim, generator=gen), dim=0) for _ in ANCHOR_KINDS]
+    steps = torch.full((3, s, s), spec.pgd.step)
+    return (*state, torch.rand(n, 3, s, s, generator=gen), bound, steps, draw.theta, resample_matrix(s, draw.down_size), *anchors)
+
+
+def trace_step(spec: StepSpec) -> torch.fx.GraphModule:
+    """Trace ``pgd_step`` with real tensors: autograd's backward kernels are recorded, then decomposed."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    return make_fx(step_function(spec), decomposition_table=export_decompositions())(*example_inputs(spec))
+
+
+def export_step(spec: StepSpec, path: Path, opset: int = 18) -> dict[str, float]:
+    """Trace and export the step graph to ``path`` (.onnx); returns timings in seconds."""
+    start = time.perf_counter()
+    graph = trace_step(spec).eval()  # no train-mode ops exist; silences the exporter's warning
+    traced = time.perf_counter()
+    program = torch.onnx.export(graph, example_inputs(spec), dynamo=True, opset_version=opset,
+                                input_names=spec.input_names(), output_names=list(STEP_OUTPUTS), verbose=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    program.save(str(path))
+    return {"trace_s": traced - start, "export_s": time.perf_counter() - traced}
+
+
+class TorchDiversity:
+    """The random stream of ``run_pgd`` (same generator, same order of draws), as numpy arrays.
+
+    Lets a graph-driven PGD loop reproduce a core ``run_pgd`` call exactly, for parity tests.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def start(self, bound: np.ndarray) -> np.ndarray:
+        return ((torch.rand(bound.shape, generator=self.gen) * 2 - 1) * torch.from_numpy(bound)).numpy()
+
+    def draw(self, n: int, size: int, cfg: PGDConfig) -> tuple[np.ndarray, int]:
+        draw = draw_diversity(n, size, cfg, self.gen)
+        return draw.theta.numpy(), draw.down_size
