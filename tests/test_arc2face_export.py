@@ -15,9 +15,13 @@ SPEC = ExportSpec(size=32)
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    root = build_tiny_model_dir(tmp_path_factory.mktemp("a2f"), asset("models/facenet_casia_160.onnx"))
-    return load_models(verify_layout(root), SamplerConfig(device="cpu", dtype="float32"))
+def tiny(tmp_path_factory):
+    return build_tiny_model_dir(tmp_path_factory.mktemp("a2f"), asset("models/facenet_casia_160.onnx"))
+
+
+@pytest.fixture(scope="module")
+def models(tiny):
+    return load_models(verify_layout(tiny), SamplerConfig(device="cpu", dtype="float32"))
 
 
 @pytest.fixture(scope="module")
@@ -58,3 +62,18 @@ def test_cli_hook_registers_a_subcommand(tmp_path):
     add_arc2face_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["arc2face", str(tmp_path), "--out", str(tmp_path / "o"), "--size", "64"])
     assert (args.size, args.no_verify, args.func.__name__) == (64, False, "run_export")
+
+
+def test_graphs_are_recorded_in_the_export_manifest(tiny, exported):
+    from facecloak.engines.manifest import load_manifest
+    from facecloak.export.pipeline import save_artefacts
+    from facecloak.views.arc2face_export import to_artefacts
+
+    out = exported["arc2face_unet"].path.parent
+    save_artefacts(out, to_artefacts(list(exported.values()), out, tiny, SPEC))
+    manifest = load_manifest(out)
+    unet = manifest.artefacts["arc2face_unet"]
+    assert unet.kind == "arc2face" and unet.file == "arc2face_unet.onnx" and unet.sha256 == exported["arc2face_unet"].sha256
+    assert set(unet.attributes["weights"]) == {"unet/config.json", "unet/diffusion_pytorch_model.safetensors"}
+    assert unet.inputs["sample"][0] == "batch" and unet.verification["rel_err"] < SPEC.tolerance
+    assert set(manifest.artefacts["arc2face_text"].attributes["weights"]) >= {"text_encoder/model.safetensors", "tokenizer/vocab.json"}

@@ -15,7 +15,7 @@ the result records carry what a manifest artefact needs (file, sha256, shapes, p
 from __future__ import annotations
 
 import argparse
-import hashlib
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .arc2face_conditioning import SplicedTextEncoder, id_token_id, prompt_ids
-from .arc2face_layout import verify_layout
+from .arc2face_layout import sha256_file, verify_layout
 from .arc2face_sampler import Arc2FaceModels, SamplerConfig, load_models
 
 OPSET = 18  # the export stage's opset: TensorRT 10 parses it, ONNX Runtime 1.20+ runs it
@@ -68,14 +68,6 @@ class VaeDecoderGraph(nn.Module):
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
         image = self.vae.decode(latents / self.vae.config.scaling_factor).sample
         return (image / 2 + 0.5).clamp(0, 1)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def graph_inputs(models: Arc2FaceModels, spec: ExportSpec, batch: int, seed: int = 0) -> dict[str, dict[str, torch.Tensor]]:
@@ -152,7 +144,7 @@ def export_arc2face(models: Arc2FaceModels, out: Path, spec: ExportSpec = Export
         start = time.perf_counter()
         export_graph(module, examples[name], path, OUTPUT_NAMES[name], spec.opset)
         inputs, outputs = _shapes(path)
-        graph = ExportedGraph(name, path, _sha256(path), inputs, outputs, export_s=time.perf_counter() - start)
+        graph = ExportedGraph(name, path, sha256_file(path), inputs, outputs, export_s=time.perf_counter() - start)
         if verify:
             graph.parity = check_parity(module, path, checks[name])
             if graph.parity["rel_err"] > spec.tolerance:
@@ -161,11 +153,33 @@ def export_arc2face(models: Arc2FaceModels, out: Path, spec: ExportSpec = Export
     return results
 
 
+# Which model-directory parts each graph is built from (their sha256 go into the artefact).
+SOURCES = {"arc2face_text": ("text_encoder", "tokenizer"), "arc2face_unet": ("unet",), "arc2face_vae_decoder": ("vae",)}
+
+
+def to_artefacts(graphs: list[ExportedGraph], out: Path, model_dir: Path, spec: ExportSpec) -> list:
+    """Manifest entries (kind "arc2face") for the export stage's manifest.json in ``out``."""
+    from facecloak.engines.manifest import Artefact  # noqa: PLC0415 - the export stage's manifest format
+
+    weights = json.loads((Path(model_dir) / "manifest.json").read_text())["files"]
+    return [
+        Artefact(
+            name=g.name, kind="arc2face", file=g.path.relative_to(out).as_posix(), sha256=g.sha256, opset=spec.opset,
+            inputs=g.inputs, outputs=g.outputs, verification=g.parity, seconds=round(g.export_s, 1),
+            attributes={"size": spec.size, "weights": {rel: digest for rel, digest in weights.items()
+                                                       if rel.split("/")[0] in SOURCES[g.name]}},
+        )
+        for g in graphs
+    ]
+
+
 def add_arc2face_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``arc2face`` under ``facecloak-export`` (the export stage owns the top-level parser)."""
     parser = subparsers.add_parser("arc2face", help="export the Arc2Face text encoder, UNet and VAE decoder to ONNX")
     parser.add_argument("model_dir", type=Path, help="Arc2Face model directory (docs/arc2face.md)")
-    parser.add_argument("--out", type=Path, required=True, help="output folder for the .onnx files")
+    from facecloak.engines.runtimes import default_build_dir  # noqa: PLC0415
+
+    parser.add_argument("--out", type=Path, default=default_build_dir(), help="build folder (default engines/build)")
     parser.add_argument("--size", type=int, default=512, help="image side the UNet/VAE graphs are traced at")
     parser.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime parity check")
     parser.set_defaults(func=run_export)
@@ -176,9 +190,15 @@ def run_export(args: argparse.Namespace) -> int:
     layout = verify_layout(args.model_dir)
     # Export in fp32 on CPU: the fp16 engines are built from these graphs by TensorRT.
     models = load_models(layout, SamplerConfig(device="cpu", dtype="float32"))
-    for graph in export_arc2face(models, args.out, ExportSpec(size=args.size), verify=not args.no_verify):
+    spec = ExportSpec(size=args.size)
+    graphs = export_arc2face(models, args.out, spec, verify=not args.no_verify)
+    for graph in graphs:
         parity = f"rel_err {graph.parity['rel_err']:.1e}" if graph.parity else "not verified"
         print(f"{graph.path}  {graph.sha256[:12]}  {graph.export_s:.1f}s  {parity}")
+    from facecloak.export.pipeline import save_artefacts  # noqa: PLC0415 - the export stage's manifest writer
+
+    save_artefacts(args.out, to_artefacts(graphs, args.out, layout.root, spec))
+    print(f"recorded in {args.out / 'manifest.json'}")
     return 0
 
 
