@@ -1,6 +1,7 @@
 """Model directory layout, manifest checksums, and the backend decision (Describe's reason string)."""
 
 import json
+import sys
 import shutil
 
 import pytest
@@ -97,3 +98,13 @@ def test_backend_falls_back_on_broken_weights_or_missing_extra(copy, monkeypatch
     (copy / "face_id" / "arcface.onnx").unlink()
     choice = choose_view_backend(copy, accelerator=gpu)
     assert choice.name == "augment" and "face_id/arcface.onnx" in choice.reason
+
+
+def test_core_and_backend_modules_import_without_diffusers():
+    """Selecting a backend (and importing the Arc2Face modules) must not pay for diffusers/transformers."""
+    import subprocess
+
+    code = ("import sys, facecloak.views, facecloak.views.arc2face, facecloak.views.arc2face_select; "
+            "bad = [m for m in ('diffusers', 'transformers', 'insightface') if m in sys.modules]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
