@@ -24,6 +24,10 @@ import torch
 import torch.nn.functional as F
 
 IO_DTYPES = ("uint8", "float32")
+# grid_sample: one GridSample (ONNX) / resample (Core ML) op. gather: explicit bilinear from four row
+# gathers of a zero-bordered mask; litert-torch lowers grid_sample to GATHER_ND with full-size
+# constant index tensors (0.8 MB, slow), the explicit form to four small GATHERs.
+SAMPLERS = ("grid_sample", "gather")
 # Finite bound for sanitised matrix entries: keeps grid coordinates finite (no NaN reaches the sampler)
 # while still sending every pixel of any sane frame outside the mask.
 _MATRIX_BOUND = 1.0e4
@@ -35,12 +39,15 @@ class OpConfig:
 
     mask_size: int = 112
     io_dtype: str = "uint8"
+    sampler: str = "grid_sample"
 
     def __post_init__(self) -> None:
         if not 8 <= self.mask_size <= 1024:
             raise ValueError(f"mask_size must be in 8..1024, got {self.mask_size}")
         if self.io_dtype not in IO_DTYPES:
             raise ValueError(f"io_dtype must be one of {IO_DTYPES}, got {self.io_dtype!r}")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
 
 
 class AddAndClip(torch.nn.Module):
@@ -51,25 +58,55 @@ class AddAndClip(torch.nn.Module):
         self.config = config
 
     def forward(self, roi: torch.Tensor, mask: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
-        size = float(self.config.mask_size)
         # NaN -> a huge finite entry: a garbage transform then samples outside the mask (adds zero);
         # a NaN mask value adds zero. No NaN can reach the output, which stays within 0..255.
         matrix = torch.clamp(_replace_nan(matrix, _MATRIX_BOUND), -_MATRIX_BOUND, _MATRIX_BOUND)
         mask = torch.clamp(_replace_nan(mask, 0.0), -255.0, 255.0)
-        # Explicit base grid from aranges of the dynamic size (affine_grid with a dynamic size does not
-        # convert to Core ML). grid_sample with align_corners=False puts pixel centre i at (2i+1)/S - 1.
+        # Explicit base grid from the dynamic ROI size (affine_grid with a dynamic size does not convert
+        # to Core ML). Constants join the 1-D ramps before the (h, w) broadcast.
         xs = _index_ramp(roi[0, 0, :, 0]).reshape(1, -1)
         ys = _index_ramp(roi[0, :, 0, 0]).reshape(-1, 1)
-        k = 2.0 / size
-        # Constants join the 1-D ramps before the (h, w) broadcast: one full-size pass per coordinate.
-        gx = ((matrix[0, 0] * k) * xs + (matrix[0, 2] * k + (1.0 / size - 1.0))) + (matrix[0, 1] * k) * ys
-        gy = ((matrix[1, 0] * k) * xs + (matrix[1, 2] * k + (1.0 / size - 1.0))) + (matrix[1, 1] * k) * ys
-        grid = torch.stack([gx, gy], dim=-1).unsqueeze(0)
-        warped = F.grid_sample(mask.permute(2, 0, 1).unsqueeze(0), grid, mode="bilinear", padding_mode="zeros",
-                               align_corners=False)
-        total = roi.to(torch.float32) + warped.permute(0, 2, 3, 1)
+        size = self.config.mask_size
+        if self.config.sampler == "grid_sample":
+            # grid_sample wants [-1, 1] coordinates; with align_corners=False pixel centre i sits at
+            # (2i + 1) / S - 1. Scaling the 2x3 matrix instead of the grid saves two full-size passes.
+            matrix = matrix * (2.0 / size) + torch.tensor([[0.0, 0.0, 1.0 / size - 1.0]] * 2)
+        u = (matrix[0, 0] * xs + matrix[0, 2]) + matrix[0, 1] * ys
+        v = (matrix[1, 0] * xs + matrix[1, 2]) + matrix[1, 1] * ys
+        sample = _sample_grid if self.config.sampler == "grid_sample" else _sample_gather
+        warped = sample(mask, u, v, size)
+        total = roi.to(torch.float32) + warped
         out = torch.clamp(torch.round(total), 0.0, 255.0)
         return out.to(torch.uint8) if self.config.io_dtype == "uint8" else out
+
+
+def _sample_grid(mask: torch.Tensor, u: torch.Tensor, v: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear, zero outside, via grid_sample at normalised (u, v); returns (1, h, w, 3)."""
+    grid = torch.stack([u, v], dim=-1)
+    warped = F.grid_sample(mask.permute(2, 0, 1).unsqueeze(0), grid.unsqueeze(0), mode="bilinear",
+                           padding_mode="zeros", align_corners=False)
+    return warped.permute(0, 2, 3, 1)
+
+
+def _sample_gather(mask: torch.Tensor, u: torch.Tensor, v: torch.Tensor, size: int) -> torch.Tensor:
+    """The same bilinear sample at mask pixel (u, v) from four row gathers of the mask with a zero border."""
+    side = size + 2
+    table = F.pad(mask.permute(2, 0, 1), (1, 1, 1, 1)).permute(1, 2, 0).reshape(side * side, 3)
+    # Shift into the bordered table and clamp: anything beyond the border samples zeros only.
+    u = torch.clamp(u + 1.0, 0.0, size + 1.0)
+    v = torch.clamp(v + 1.0, 0.0, size + 1.0)
+    x0 = torch.clamp(torch.floor(u), max=float(size))
+    y0 = torch.clamp(torch.floor(v), max=float(size))
+    fx, fy = (u - x0).unsqueeze(-1), (v - y0).unsqueeze(-1)
+    top_left = (y0 * side + x0).to(torch.int32).reshape(-1)
+    h, w = u.shape
+
+    def corner(offset: int) -> torch.Tensor:
+        return table[top_left + offset].reshape(h, w, 3)
+
+    top = corner(0) + fx * (corner(1) - corner(0))
+    bottom = corner(side) + fx * (corner(side + 1) - corner(side))
+    return (top + fy * (bottom - top)).unsqueeze(0)
 
 
 def _replace_nan(x: torch.Tensor, value: float) -> torch.Tensor:

@@ -26,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--mask-size", type=int, default=112)
     parser.add_argument("--tile", type=int, default=256)
     args = parser.parse_args(argv)
-    export_tflite_here(args.out, OpConfig(mask_size=args.mask_size, io_dtype="uint8"), args.tile)
+    export_tflite_here(args.out, OpConfig(mask_size=args.mask_size, io_dtype="uint8", sampler="gather"), args.tile)
     return 0
 
 

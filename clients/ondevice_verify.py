@@ -76,12 +76,12 @@ def compare_to_torch(runner: Runner, mask_bytes: bytes, case: Case, tile: int | 
     return _max_diff(_cloak(runner, mask_bytes, case, tile), reference)
 
 
-def torch_runner(io_dtype: str = "uint8", mask_size: int = 112) -> Runner:
+def torch_runner(io_dtype: str = "uint8", mask_size: int = 112, sampler: str = "grid_sample") -> Runner:
     import torch
 
     from .ondevice_op import AddAndClip, OpConfig
 
-    module = AddAndClip(OpConfig(mask_size=mask_size, io_dtype=io_dtype)).eval()
+    module = AddAndClip(OpConfig(mask_size=mask_size, io_dtype=io_dtype, sampler=sampler)).eval()
 
     def run(roi: np.ndarray, mask: np.ndarray, matrix: np.ndarray) -> np.ndarray:
         with torch.no_grad():

@@ -55,7 +55,7 @@ def test_onnx_model_is_small_and_typed(onnx_path):
 
 @pytest.mark.parametrize("scale", [1.0, 1.25])
 def test_torch_and_onnx_match_server_with_random_masks(cases, onnx_path, scale):
-    runners = {"torch": torch_runner(), "onnx": onnx_runner(onnx_path)}
+    runners = {"torch": torch_runner(), "torch-gather": torch_runner(sampler="gather"), "onnx": onnx_runner(onnx_path)}
     for seed, case in enumerate(cases):
         mask = random_mask_bytes(seed, amplitude_levels=16, scale=scale)
         for name, runner in runners.items():
@@ -133,9 +133,9 @@ def test_bad_masks_are_rejected():
         load_device_mask(bytes(data), 112)
 
 
-@pytest.mark.parametrize("io_dtype", ["uint8", "float32"])
-def test_op_output_stays_in_range_for_garbage_inputs(io_dtype):
-    op = AddAndClip(OpConfig(io_dtype=io_dtype))
+@pytest.mark.parametrize("io_dtype, sampler", [("uint8", "grid_sample"), ("float32", "grid_sample"), ("uint8", "gather")])
+def test_op_output_stays_in_range_for_garbage_inputs(io_dtype, sampler):
+    op = AddAndClip(OpConfig(io_dtype=io_dtype, sampler=sampler))
     rng = np.random.default_rng(0)
     roi = torch.from_numpy(rng.integers(0, 256, (1, 40, 50, 3)).astype(np.uint8 if io_dtype == "uint8" else np.float32))
     nan_mask = torch.full((112, 112, 3), float("nan"))
