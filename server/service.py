@@ -58,6 +58,11 @@ def request_id_of(context: grpc.ServicerContext) -> str:
     return given if isinstance(given, str) and _REQUEST_ID.match(given) else uuid.uuid4().hex
 
 
+def peer_host(peer: str) -> str:
+    """"ipv4:10.0.0.1:53211" -> "ipv4:10.0.0.1": rate limits follow the host, not one connection's port."""
+    return peer.rsplit(":", 1)[0] if peer.count(":") >= 2 else peer
+
+
 def _progress(stage: str, fraction: float, index: int = 0, ahead: int = 0) -> pb.EnrollResponse:
     return pb.EnrollResponse(progress=pb.Progress(stage=stage, fraction=fraction, mask_index=index, queue_position=ahead))
 
@@ -139,7 +144,7 @@ class EnrollmentServicer:
             key_id = self._authenticate(request, context)
             if not self.readiness.ready:
                 raise ServiceError("MODELS_NOT_READY", f"not ready: {self.readiness.problem}")
-            self.limiter.acquire(key_id or context.peer())
+            self.limiter.acquire(key_id or peer_host(context.peer()))
             configs = configs_from_options(request.options, self.defaults, self.limits)
             job = self._admit(request, configs, request_id, context)
             yield _progress("queued", 0.0, ahead=job.ahead)

@@ -155,7 +155,7 @@ def test_shutdown_grace_expiry_cancels_long_work():
         first_event(call, "optimise")
         start = time.monotonic()
         server.stop(0.5)
-        assert time.monotonic() - start < 15  # the worker stopped at its next iteration, not after 100
+        assert time.monotonic() - start < 30  # the worker stopped at its next iteration, not after 100
         with pytest.raises(grpc.RpcError):
             list(call)
 

@@ -57,6 +57,14 @@ def test_oversized_message_is_refused_by_the_transport(keyed_server):
     assert err.code == grpc.StatusCode.RESOURCE_EXHAUSTED and err.reason == "RESOURCE_EXHAUSTED"
 
 
+def test_without_auth_the_rate_limit_follows_the_peer_host_not_the_connection():
+    with running_server(rate_limit_per_minute=1.0, rate_limit_burst=1) as server:
+        with client_for(server) as first:
+            assert remote_error(first.enroll, b"x", options()).reason == "UNDECODABLE_IMAGE"
+        with client_for(server) as second:  # a new connection from another local port
+            assert remote_error(second.enroll, b"x", options()).reason == "RATE_LIMITED"
+
+
 def test_rate_limiter_refills_over_time():
     now = [0.0]
     limiter = RateLimiter(per_minute=60, burst=1, clock=lambda: now[0])
