@@ -4,7 +4,8 @@
     facecloak-export step --models sface,facenet --views 8 # the PGD step graph + resampling table
     facecloak-export build --precision fp16                # TensorRT engines (GPU host only)
     facecloak-export triton --repo triton_models           # Triton model repository
-    facecloak-export ondevice -- --formats onnx            # the on-device add-and-clip op
+    facecloak-export ondevice --formats onnx --verify      # the on-device add-and-clip op (issue 5's exporter)
+    facecloak-export arc2face ...                          # Arc2Face view-generator engines (its exporter)
     facecloak-export all                                   # surrogates + step + on-device op
 
 Everything goes to --out (default engines/build/) and is listed in its manifest.json.
@@ -23,7 +24,8 @@ from facecloak.engines.manifest import Artefact, sha256_file
 from facecloak.engines.runtimes import default_build_dir
 from facecloak.errors import BadOptionError, FaceCloakError
 
-ONDEVICE_MODULE = "facecloak.clients.ondevice_export"
+# Subcommands owned by other stages: everything after the name goes to their main(argv).
+PASSTHROUGH = {"ondevice": "facecloak.clients.ondevice_export", "arc2face": "facecloak.views.arc2face_export"}
 ONDEVICE_SUFFIXES = {".onnx", ".tflite", ".mlmodel"}
 
 
@@ -71,21 +73,18 @@ def cmd_triton(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_ondevice(argv: Sequence[str]) -> int:
-    """Call the on-device exporter (issue 5) if this install has it."""
+def run_passthrough(command: str, argv: Sequence[str]) -> int:
+    """Call another stage's exporter (``main(argv)``) if this install has it; imported only when used."""
+    module_name = PASSTHROUGH[command]
     try:
-        module = importlib.import_module(ONDEVICE_MODULE)
+        module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name and ONDEVICE_MODULE.startswith(exc.name):
-            raise BadOptionError(f"the on-device exporter ({ONDEVICE_MODULE}) is not part of this install") from None
+        if exc.name and module_name.startswith(exc.name):
+            raise BadOptionError(f"`facecloak-export {command}` needs {module_name}, which is not part of this install") from None
         raise
-    if not hasattr(module, "main"):
-        raise BadOptionError(f"{ONDEVICE_MODULE} has no main(argv)")
+    if not callable(getattr(module, "main", None)):
+        raise BadOptionError(f"{module_name} has no main(argv)")
     return int(module.main(list(argv)) or 0)
-
-
-def cmd_ondevice(args: argparse.Namespace) -> int:
-    return run_ondevice(args.rest[1:] if args.rest[:1] == ["--"] else args.rest)
 
 
 def record_ondevice(out: Path, folder: Path, seconds: float) -> list[Artefact]:
@@ -107,7 +106,7 @@ def cmd_all(args: argparse.Namespace) -> int:
     cmd_surrogates(args)
     cmd_step(args)
     start, folder = time.perf_counter(), args.out / "ondevice"
-    code = run_ondevice(["--out", str(folder), "--formats", args.ondevice_formats, "--verify"])
+    code = run_passthrough("ondevice", ["--out", str(folder), "--formats", args.ondevice_formats, "--verify"])
     if code != 0:
         return code
     record_ondevice(args.out, folder, time.perf_counter() - start)
@@ -143,15 +142,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repo", type=Path, required=True, help="model repository folder to write")
     p.add_argument("--backend", default="onnx", choices=("onnx", "tensorrt"))
     p.add_argument("--max-batch", type=int, default=64)
-    p = sub.add_parser("ondevice", help="the on-device op (arguments after -- go to its exporter)")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_ondevice)
+    for name, module in PASSTHROUGH.items():  # listed for --help; main() hands their arguments over
+        sub.add_parser(name, help=f"run {module} (its own options follow)", add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        if argv and argv[0] in PASSTHROUGH:
+            return run_passthrough(argv[0], argv[1:])
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except FaceCloakError as exc:
         print(f"facecloak-export: error [{exc.reason}]: {exc}", file=sys.stderr)
