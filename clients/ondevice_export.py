@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import FaceCloakError
+from ..errors import BadOptionError, FaceCloakError
 from .ondevice_onnx import export_onnx
 from .ondevice_op import AddAndClip, OpConfig, example_inputs
 
@@ -38,6 +38,15 @@ class ExportConfig:
     tile: int = 256  # TFLite only: fixed ROI tile (litert-torch cannot export a dynamic ROI)
     formats: tuple[str, ...] = FORMATS
     litert_python: str | None = None
+
+    def __post_init__(self) -> None:
+        unknown = [fmt for fmt in self.formats if fmt not in FORMATS]
+        if unknown or not self.formats:
+            raise BadOptionError(f"unknown format(s) {unknown}; choose from {', '.join(FORMATS)}")
+        if not 8 <= self.mask_size <= 1024:
+            raise BadOptionError(f"--mask-size must be in 8..1024, got {self.mask_size}")
+        if not 16 <= self.tile <= 512:
+            raise BadOptionError(f"--tile must be in 16..512, got {self.tile}")
 
 
 def model_bytes(path: Path) -> int:
@@ -107,11 +116,9 @@ def export_all(config: ExportConfig) -> dict[str, Path]:
             paths[fmt] = export_onnx(config.out_dir / f"{stem}.onnx", config.mask_size)
         elif fmt == "coreml":
             paths[fmt] = export_coreml(config.out_dir / f"{stem}.mlpackage", config.mask_size)
-        elif fmt == "tflite":
+        else:
             paths[fmt] = export_tflite(config.out_dir / f"{stem}_tile{config.tile}.tflite", config.mask_size,
                                        config.tile, config.litert_python)
-        else:
-            raise ExportUnavailableError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
         size = model_bytes(paths[fmt])
         if size > MAX_MODEL_BYTES:
             raise FaceCloakError(f"{paths[fmt].name} is {size} bytes, over the 1 MB on-device budget")

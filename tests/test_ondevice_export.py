@@ -66,6 +66,8 @@ def test_tflite_export_fails_loudly_without_its_environment(tmp_path):
         export_tflite(tmp_path / "op.tflite", python=str(tmp_path / "no-such-python"))
     assert not (tmp_path / "op.tflite").exists()
     assert main(["--out", str(tmp_path), "--formats", "tflite", "--litert-python", str(tmp_path / "nope")]) == 9
+    assert main(["--out", str(tmp_path), "--formats", "onnx,tensorrt"]) == 2  # BAD_OPTION, nothing exported
+    assert not (tmp_path / "facecloak_addclip_112.onnx").exists()
 
 
 def test_tflite_runs_in_litert_interpreter_and_matches_server(tmp_path, cases):

@@ -19,7 +19,7 @@ struct DeviceMask {
 }
 
 private func le<T: FixedWidthInteger>(_ d: Data, _ at: Int, _: T.Type) -> T {
-    d.subdata(in: at..<at + MemoryLayout<T>.size).withUnsafeBytes { T(littleEndian: $0.loadUnaligned(as: T.self)) }
+    d.subdata(in: d.startIndex + at..<d.startIndex + at + MemoryLayout<T>.size).withUnsafeBytes { T(littleEndian: $0.loadUnaligned(as: T.self)) }
 }
 
 /// Parse and verify a .fcmask (docs/mask-format.md, "Reading, in order").
@@ -66,6 +66,7 @@ func fitSimilarity(_ src: [SIMD2<Double>], _ dst: [SIMD2<Double>]) throws -> [Do
 
 /// Vision gives normalised landmarks (origin bottom-left); return the 5 template points in pixels,
 /// image-left first: eye centres (pupils), nose tip (lowest nose-crest point), mouth corners.
+/// Sorting by x assumes an upright-ish face (roll well under 90 degrees), as selfies are.
 func fivePoints(_ face: VNFaceObservation, width: Int, height: Int) -> [SIMD2<Double>]? {
     guard let l = face.landmarks, let le = l.leftPupil, let re = l.rightPupil, let nose = l.noseCrest, let lips = l.outerLips else { return nil }
     func px(_ r: VNFaceLandmarkRegion2D) -> [SIMD2<Double>] {
