@@ -1,0 +1,77 @@
+"""End-to-end smoke of `facecloak eval` on 2 real LFW people with tiny settings (real models and photos)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from facecloak.anchors import build_gallery
+from facecloak.evaluate.protocol import EvalConfig, load_dataset
+from facecloak.evaluate.report import write_report
+from facecloak.evaluate.runner import RECORDS, RESULTS, run_eval
+
+pytestmark = pytest.mark.slow
+
+TINY = replace(
+    EvalConfig(), people=2, probes=2, gallery_people=3, distractors=20, anchor_split=20,
+    surrogates=("facenet",), targets=("sface", "facenet"), methods=("clean", "noise", "pgd", "ours"),
+    ensemble=False, jpeg=(90,), budget_scales=(), views=2, iterations=3,
+)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval")
+    ds = load_dataset(TINY)
+    anchor_files = sorted(ds.distractor_root.glob("*.jpg"))[: TINY.anchor_split]
+    anchors = build_gallery(anchor_files, ds.distractor_root, TINY.surrogates)  # tiny: the cached 1,000 may be cold
+    seen = []
+    results = run_eval(TINY, out, anchors=anchors, on_person=lambda i, rec, variants: seen.append((i, variants)))
+    return out, results, anchors, seen
+
+
+def rows(results: dict, method: str, target: str) -> dict:
+    (row,) = [r for r in results["rows"] if r["method"] == method and r["target"] == target]
+    return row
+
+
+def test_results_have_every_row_and_figure(run):
+    out, results, _, seen = run
+    assert results["schema"] == "facecloak-eval/1"
+    assert json.loads((out / RESULTS).read_text())["rows"] == results["rows"]
+    assert len(results["dataset"]["people"]) == 2 and [i for i, _ in seen] == [0, 1]
+    assert {(r["method"], r["target"]) for r in results["rows"]} == {
+        (m, t) for m in ("clean", "noise", "pgd", "ours") for t in ("sface", "facenet")}
+    for r in results["rows"]:
+        assert r["probes"] == 4 and r["jpeg"] == 90
+        for key in ("top1_psr", "top5_psr", "verification_psr", "no_face"):
+            assert 0.0 <= r[key] <= 1.0
+        assert r["top5_psr"] <= r["top1_psr"]  # top-5 protection is the harder one
+    for model, t in results["thresholds"].items():
+        assert -1 < t["threshold"] < 1 and t["impostor_pairs"] > 1000, model
+    assert "torchvision" in results["lpips"]  # says why LPIPS is absent
+
+
+def test_clean_photos_are_recognised_and_per_image_pgd_protects(run):
+    _, results, _, _ = run
+    for target in ("sface", "facenet"):
+        clean = rows(results, "clean", target)
+        assert clean["top1_psr"] <= 0.25 and clean["ssim"] == 1.0 and clean["psnr"] is None
+    pgd = rows(results, "pgd", "facenet")  # white-box upper reference
+    assert pgd["box"] == "white-box" and pgd["top1_psr"] >= 0.75
+    assert rows(results, "ours", "sface")["box"] == "black-box"
+    for method in ("noise", "pgd", "ours"):  # the cloak is visible in the numbers but bounded
+        assert 0.75 < rows(results, method, "facenet")["ssim"] < 0.999
+
+
+def test_report_and_resume(run):
+    out, results, anchors, _ = run
+    text = write_report(results, out).read_text()
+    assert "| per-image PGD (reference) | facenet | facenet | white-box |" in text
+    assert (out / "psr_vs_jpeg.png").exists() is False  # one JPEG setting: no sweep plot
+    seen = []
+    again = run_eval(TINY, out, resume=True, anchors=anchors, on_person=lambda *a: seen.append(a))
+    assert seen == [] and again["rows"] == results["rows"]  # nothing recomputed, same figures
+    assert len((out / RECORDS).read_text().splitlines()) == 3  # header + 2 people
