@@ -155,3 +155,11 @@ def test_onnx_graph_ends_in_one_fused_quantize(onnx_path):
 
     ops = [node.op_type for node in onnx.load(str(onnx_path)).graph.node]
     assert ops[-1] == "QuantizeLinear" and "Round" not in ops and "GridSample" in ops
+
+
+def test_tiled_execution_matches_server(cases, onnx_path):
+    """The host tiling used for the fixed-size TFLite model, checked here on the ONNX model (any tile)."""
+    runner = onnx_runner(onnx_path)
+    mask = random_mask_bytes(5, amplitude_levels=16)
+    for case in cases[:2]:
+        assert compare(runner, mask, case, tile=96) <= 1
