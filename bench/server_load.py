@@ -13,6 +13,7 @@ under ``--rss-limit-gib``. Prints throughput, p50/p95 latency and RSS; exit 1 if
 from __future__ import annotations
 
 import argparse
+import random
 import re
 import subprocess
 import sys
@@ -89,7 +90,7 @@ def main() -> int:
     parser.add_argument("--surrogates", default="sface")
     parser.add_argument("--views", type=int, default=2)
     parser.add_argument("--iterations", type=int, default=2)
-    parser.add_argument("--backoff", type=float, default=0.25, help="seconds a rejected caller waits")
+    parser.add_argument("--backoff", type=float, default=1.0, help="mean seconds a rejected caller waits")
     parser.add_argument("--rss-limit-gib", type=float, default=4.0)
     args = parser.parse_args()
 
@@ -107,8 +108,10 @@ def main() -> int:
     client = EnrollmentClient(f"{HOST}:{port}", ClientSettings(), environ={})
     try:
         t0 = time.perf_counter()
-        client.enroll(photos[0], options)
+        first = client.enroll(photos[0], options)
         serial = time.perf_counter() - t0
+        stages = ", ".join(f"{t.stage} {t.seconds:.2f}" for t in first.result.masks[0].timings)
+        print(f"serial enrollment {serial:.2f} s (server stages, s: {stages})")
 
         tickets = iter(range(args.calls))
         lock = threading.Lock()
@@ -117,6 +120,7 @@ def main() -> int:
         barrier = threading.Barrier(args.callers)
 
         def caller(index: int) -> None:
+            rng = random.Random(index)
             barrier.wait()  # all callers start together: the first wave is truly concurrent
             while time.perf_counter() < stop_at:
                 with lock:
@@ -131,8 +135,8 @@ def main() -> int:
                     status = err.code.name
                 with lock:
                     outcomes.append((status, time.perf_counter() - t))
-                if status == "RESOURCE_EXHAUSTED":
-                    time.sleep(args.backoff)
+                if status == "RESOURCE_EXHAUSTED":  # jittered so rejected callers do not retry in lockstep
+                    time.sleep(args.backoff * (0.5 + rng.random()))
 
         threads = [threading.Thread(target=caller, args=(i,)) for i in range(args.callers)]
         t0 = time.perf_counter()
