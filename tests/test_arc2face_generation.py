@@ -16,7 +16,7 @@ from facecloak.views.arc2face_sampler import Arc2FaceSampler, SamplerConfig, loa
 from facecloak.views.arc2face_screen import ViewGenerationError
 from facecloak.views.arc2face_tiny import build_tiny_model_dir
 
-TINY = SamplerConfig(size=32, steps=3, batch_size=2, device="cpu")
+TINY = SamplerConfig(size=32, steps=2, batch_size=3, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def test_defaults_are_the_arc2face_settings():
 
 def test_loader_builds_dpm_solver_and_freezes_weights(sampler):
     scheduler = sampler._scheduler()
-    assert type(scheduler).__name__ == "DPMSolverMultistepScheduler" and len(scheduler.timesteps) == 3
+    assert type(scheduler).__name__ == "DPMSolverMultistepScheduler" and len(scheduler.timesteps) == 2
     assert not any(p.requires_grad for p in sampler.models.unet.parameters())
     assert sampler.models.text_encoder.config.hidden_size == 576
 
@@ -77,8 +77,8 @@ def test_generation_runs_without_autograd(sampler, identity):
 def test_noise_views_end_in_a_clear_error(tiny, selfie, detector):
     """The tiny model paints noise: the real screen finds no face and the request fails loudly."""
     gen = Arc2FaceViews(Arc2FaceConfig(tiny, sampler=TINY), detector)
-    request = ViewRequest(selfie, detect_largest_face(detector, selfie), AlignedFrame(), 2, 3)
-    with pytest.raises(ViewGenerationError, match="only 0 of 2 synthetic views passed after 6 candidates"):
+    request = ViewRequest(selfie, detect_largest_face(detector, selfie), AlignedFrame(), 1, 3)
+    with pytest.raises(ViewGenerationError, match="only 0 of 1 synthetic views passed after 3 candidates"):
         gen.generate(request)
 
 
