@@ -95,7 +95,8 @@ def configs_from_options(options: pb.EnrollOptions, base: EnrollConfig, limits: 
     surrogates = tuple(options.surrogates) or base.surrogates
     unknown = [s for s in surrogates if s not in limits.models]
     if unknown or len(set(surrogates)) != len(surrogates):
-        raise BadOptionError(f"surrogates must be distinct names from {list(limits.models)}; got {list(surrogates)[:8]}")
+        shown = [name[:32] + ("..." if len(name) > 32 else "") for name in surrogates[:8]]  # never echo huge input
+        raise BadOptionError(f"surrogates must be distinct names from {list(limits.models)}; got {shown}")
     pick = lambda name, default: getattr(options, name) if options.HasField(name) else default  # noqa: E731
     views = _bounded("views", pick("views", base.views), 1, limits.max_views)
     check_views = _bounded("check_views", pick("check_views", base.check_views), 0, limits.max_check_views)

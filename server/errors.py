@@ -19,6 +19,7 @@ DOMAIN = "facecloak.v1"
 REASON_KEY = "facecloak-reason"
 ERROR_INFO_KEY = "facecloak-error-bin"
 REQUEST_ID_KEY = "x-request-id"
+MAX_MESSAGE_CHARS = 1024
 
 C = grpc.StatusCode
 REASONS: dict[str, grpc.StatusCode] = {
@@ -53,6 +54,8 @@ class ServiceError(Exception):
     def __init__(self, reason: str, message: str, details: Mapping[str, str] | None = None) -> None:
         if reason not in REASONS:
             raise ValueError(f"undocumented error reason {reason!r}")
+        if len(message) > MAX_MESSAGE_CHARS:  # status details travel in headers: keep them well under gRPC's 8 KiB
+            message = message[: MAX_MESSAGE_CHARS - 3] + "..."
         super().__init__(message)
         self.reason = reason
         self.message = message

@@ -118,3 +118,10 @@ def test_every_reason_is_documented_with_its_code():
         row = next((line for line in text.splitlines() if line.startswith(f"| `{reason}`")), None)
         assert row is not None, f"{reason} missing from docs/server.md"
         assert code.name in row, f"{reason} documented with the wrong status code"
+
+
+def test_huge_option_values_are_not_echoed_into_the_status(client):
+    err = remote_error(client.enroll, faceless_png(), options(surrogates=["x" * 100_000]))
+    assert (err.reason, err.code) == ("BAD_OPTION", grpc.StatusCode.INVALID_ARGUMENT)
+    assert len(str(err)) < 1200
+    assert len(ServiceError("INTERNAL", "y" * 10_000).message) <= 1024
