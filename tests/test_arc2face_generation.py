@@ -115,3 +115,12 @@ def test_lcm_lora_is_fused_and_runs_few_steps(tiny, sampler, lora, identity):
         load_models(verify_layout(tiny), SamplerConfig(size=32, device="cpu", lcm=True))
     with pytest.raises(BadOptionError, match="does not exist"):
         load_models(verify_layout(tiny), SamplerConfig(device="cpu", lcm=True, lcm_lora_path=Path("/nonexistent.safetensors")))
+
+
+def test_half_precision_path_matches_float32(tiny, sampler, identity):
+    """The GPU dtype (float16) through the same loader and loop; torch runs half on CPU too."""
+    cfg = SamplerConfig(size=32, steps=2, device="cpu", dtype="float16")
+    half = Arc2FaceSampler(load_models(verify_layout(tiny), cfg), cfg)
+    assert {half.models.unet.dtype, half.models.text_encoder.dtype, half.models.vae.dtype} == {torch.float16}
+    a, b = half.sample(identity, [9]), sampler.sample(identity, [9])
+    assert np.abs(a.astype(int) - b).mean() < 1.0 and np.abs(a.astype(int) - b).max() <= 4
