@@ -11,7 +11,7 @@ $(BIN)/python:
 # torch==2.13.0 FIRST: it is the CPU wheel on this disk; a looser pin pulls a multi-GB CUDA build.
 install: $(BIN)/python
 	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
-	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev]"
+	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev,server,ondevice,eval,arc2face]"
 
 demo: install
 	mkdir -p out

@@ -68,7 +68,11 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     if args.server:
         from facecloak.clients.python import enroll_remote  # optional: the gRPC client
 
-        data = enroll_remote(args.server, Path(args.photo).read_bytes(), config, progress=_StageBar("enroll"))
+        bar = _StageBar("enroll")
+        try:
+            data = enroll_remote(args.server, Path(args.photo).read_bytes(), config, progress=bar)
+        finally:
+            bar.close()
     else:
         bar = _StageBar("enroll")
         try:

@@ -33,6 +33,8 @@ VERSION = 1
 _FIXED = struct.Struct("<4sHHHBBffIIB")
 TEMPLATE_IDS = {"arcface5": 1}
 MAX_SIDE = 1024
+MAX_FILE_BYTES = 16 * 1024  # what a 112 px mask must fit in (phones sync it with the user's profile)
+_COARSER_QUANTA = (2.0 / 255.0, 3.0 / 255.0, 4.0 / 255.0)
 
 
 @dataclass(frozen=True)
@@ -46,23 +48,37 @@ class Mask:
     # error (at most one grey level) is below what the budget already allows.
     quantum: float = 2.0 / 255.0
 
-    def levels(self) -> np.ndarray:
-        """The int8 levels that the file stores."""
-        return np.clip(np.round(self.delta / self.quantum), -127, 127).astype(np.int8)
+    def levels(self, quantum: float | None = None) -> np.ndarray:
+        """The int8 levels that the file stores, at ``quantum`` (default: the mask's own)."""
+        return np.clip(np.round(self.delta / (quantum or self.quantum)), -127, 127).astype(np.int8)
 
 
-def encode_mask(mask: Mask) -> bytes:
-    """Serialise a mask (deterministic output for the same input)."""
+def encode_mask(mask: Mask, max_bytes: int | None = MAX_FILE_BYTES) -> bytes:
+    """Serialise a mask (deterministic output for the same input).
+
+    Noise-like masks from few PGD iterations can compress poorly; if the file would exceed
+    ``max_bytes`` (at 112 px or less) we re-quantise with the next coarser step of 3/255 or 4/255
+    grey levels, the rounding error staying at most two grey levels.
+    """
+    data = b""
+    for quantum in (q for q in (mask.quantum, *_COARSER_QUANTA) if q >= mask.quantum):
+        data = _encode(mask, quantum)
+        if max_bytes is None or mask.frame.size > 112 or len(data) <= max_bytes:
+            return data
+    return data
+
+
+def _encode(mask: Mask, quantum: float) -> bytes:
     names = ",".join(mask.models).encode("ascii")
     if len(names) > 255:
         raise ValueError("model set name too long")
     size = mask.frame.size
     if mask.delta.shape != (size, size, 3):
         raise ValueError(f"delta shape {mask.delta.shape} does not match frame size {size}")
-    payload = zlib.compress(mask.levels().tobytes(), 9)
+    payload = zlib.compress(mask.levels(quantum).tobytes(), 9)
     header = _FIXED.pack(
         MAGIC, VERSION, _FIXED.size + len(names), size, 3, TEMPLATE_IDS[mask.frame.template],
-        mask.frame.scale, mask.quantum, len(payload), zlib.crc32(payload), len(names),
+        mask.frame.scale, quantum, len(payload), zlib.crc32(payload), len(names),
     )
     return header + names + payload
 

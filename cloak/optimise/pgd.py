@@ -24,9 +24,9 @@ class PGDConfig:
     attention: bool = True
     attention_lr: float = 0.05  # z_alpha
     self_weight: float = 3.0  # pull away from the user's own clean embedding (OPOM's lesson; 3 beat 1 on held-out photos)
-    diversity_prob: float = 0.7  # chance a view is randomly transformed at a step
-    diversity_scale: float = 0.08
-    diversity_shift: float = 0.04
+    diversity_prob: float = 1.0  # chance a view is randomly transformed at a step
+    diversity_scale: float = 0.15
+    diversity_shift: float = 0.06
     diversity_downsample: tuple[float, float] = (0.6, 1.0)
     random_start: bool = True
     # Step in proportion to each pixel's budget (step at eps pixels, step * eps_A/eps at focus pixels):
@@ -173,7 +173,10 @@ def run_pgd(
     gen = torch.Generator().manual_seed(seed)
     n, size = views.shape[0], views.shape[-1]
     bound = budget.expand(3, size, size)
-    delta = (torch.rand(3, size, size, generator=gen) * 2 - 1) * bound if cfg.random_start else torch.zeros(3, size, size)
+    # The random start stays within the base eps: focus pixels get their larger budget from the
+    # (larger) steps, and the mask stays compressible when few iterations are run.
+    start = torch.minimum(bound, torch.tensor(eps)) if eps else bound
+    delta = (torch.rand(3, size, size, generator=gen) * 2 - 1) * start if cfg.random_start else torch.zeros(3, size, size)
     state = StepState(delta, torch.ones(size, size), torch.zeros(3, size, size))
     steps = cfg.step * bound / eps if cfg.scale_step_with_budget and eps else cfg.step
     losses = []
