@@ -18,7 +18,11 @@ demo: install
 	$(BIN)/facecloak enroll ../shared/assets/faces/lfw/Tony_Blair/Tony_Blair_0001.jpg -o out/me.fcmask
 	$(BIN)/facecloak apply out/me.fcmask ../shared/assets/faces/lfw/Tony_Blair/Tony_Blair_0002.jpg -o out/Tony_Blair_0002.cloaked.png
 
-test: install
+# The TFLite converter (litert-torch, ~1.2 GB, downgrades pydantic) lives in its own venv.
+.venv-litert/bin/python:
+	clients/make_litert_env.sh
+
+test: install .venv-litert/bin/python
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q
 
 bench: install
