@@ -10,6 +10,9 @@ has no translation for several of them, so each is rewritten here into forward o
   built from the sampling grid; its input gradient is My^T @ g @ Mx.
 - ``upsample_bilinear2d_backward`` (the 112 -> 160 px resize inside FaceNet's embedder) is linear
   and separable too; its 1-D resampling matrices are materialised at trace time.
+- ``max_pool2d_with_indices`` and its backward: window maxima from strided slices, and the gradient
+  routed to each window's first maximum by a one-hot transposed convolution (TensorRT cannot parse
+  MaxPool's Indices output).
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch._decomp import decomposition_table
 
 aten = torch.ops.aten
 
@@ -79,12 +81,70 @@ def _upsample_bilinear_input_grad(grad: torch.Tensor, output_size: list[int], in
     return rows.T @ grad @ cols
 
 
+def _pool_windows(x: torch.Tensor, kernel: list[int], stride: list[int], padding: list[int], dilation: list[int],
+                  ceil_mode: bool) -> list[torch.Tensor]:
+    """The k*k strided shifted views of -inf padded ``x`` that a max pool compares, row-major."""
+    if any(d != 1 for d in dilation):
+        raise NotImplementedError("dilated max pooling is not exportable")
+    stride = stride or kernel
+    out = []
+    for i in range(2):
+        span = x.shape[2 + i] + 2 * padding[i] - kernel[i]
+        size = (-(-span // stride[i]) if ceil_mode else span // stride[i]) + 1
+        # aten's rule: with ceil_mode the last window must start inside the input or left padding.
+        out.append(size - 1 if ceil_mode and (size - 1) * stride[i] >= x.shape[2 + i] + padding[i] else size)
+    extra = [(out[i] - 1) * stride[i] + kernel[i] - x.shape[2 + i] - padding[i] for i in range(2)]
+    padded = F.pad(x, (padding[1], max(extra[1], 0), padding[0], max(extra[0], 0)), value=float("-inf"))
+    return [padded[:, :, ki : ki + (out[0] - 1) * stride[0] + 1 : stride[0], kj : kj + (out[1] - 1) * stride[1] + 1 : stride[1]]
+            for ki in range(kernel[0]) for kj in range(kernel[1])]
+
+
+def _window_max(windows: list[torch.Tensor]) -> torch.Tensor:
+    values = windows[0]
+    for window in windows[1:]:
+        values = torch.maximum(values, window)
+    return values
+
+
+def _max_pool_values(x: torch.Tensor, kernel: list[int], stride: list[int] = (), padding: list[int] = (0, 0),
+                     dilation: list[int] = (1, 1), ceil_mode: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    windows = _pool_windows(x, list(kernel), list(stride), list(padding), list(dilation), ceil_mode)
+    values = _window_max(windows)
+    # The argmax indices are never read: the backward rule below recomputes the winners from ``x``.
+    # An empty placeholder keeps ONNX free of MaxPool's Indices output, which TensorRT rejects.
+    return values, torch.empty(0, dtype=torch.int64)
+
+
+def _max_pool_input_grad(grad: torch.Tensor, x: torch.Tensor, kernel: list[int], stride: list[int], padding: list[int],
+                         dilation: list[int], ceil_mode: bool, indices: torch.Tensor) -> torch.Tensor:
+    windows = _pool_windows(x, list(kernel), list(stride), list(padding), list(dilation), ceil_mode)
+    values = _window_max(windows)
+    # Gradient to the FIRST maximal element of each window in row-major order, as aten's kernel does.
+    taken = torch.zeros_like(grad, dtype=torch.bool)
+    parts = []
+    for window in windows:
+        winner = (window == values) & ~taken
+        taken = taken | winner
+        parts.append(torch.where(winner, grad, torch.zeros_like(grad)))
+    channels, taps = x.shape[1], len(windows)
+    stacked = torch.stack(parts, dim=2).reshape(grad.shape[0], channels * taps, *grad.shape[2:])
+    # One-hot transposed-convolution kernels put each tap's share back at its offset in the window.
+    # (Built functionally: traced in-place writes into a constant confuse the ONNX constant folder.)
+    scatter = torch.eye(taps, dtype=grad.dtype).reshape(taps, 1, kernel[0], kernel[1]).repeat(channels, 1, 1, 1)
+    placed = F.conv_transpose2d(stacked, scatter, None, stride or kernel, 0, 0, channels)
+    # Rows/cols past the last window get no gradient; pad them in before cropping the left padding off.
+    short = [padding[i] + x.shape[2 + i] - placed.shape[2 + i] for i in range(2)]
+    placed = F.pad(placed, (0, max(short[1], 0), 0, max(short[0], 0)))
+    return placed[:, :, padding[0] : padding[0] + x.shape[2], padding[1] : padding[1] + x.shape[3]]
+
+
 def export_decompositions() -> dict:
     """``torch.export.default_decompositions()`` plus the backward rules above."""
     table = torch.export.default_decompositions()
     table[aten.convolution_backward.default] = _conv_input_grad
     table[aten.grid_sampler_2d_backward.default] = _grid_sample_input_grad
     table[aten.upsample_bilinear2d_backward.default] = _upsample_bilinear_input_grad
-    # Max-pool backward as a scatter-add over the forward's argmax indices (FaceNet's stem).
-    table[aten.max_pool2d_with_indices_backward.default] = decomposition_table[aten.max_pool2d_with_indices_backward.default]
+    # FaceNet's max pools: window maxima and their gradient from strided slices, no Indices output.
+    table[aten.max_pool2d_with_indices.default] = _max_pool_values
+    table[aten.max_pool2d_with_indices_backward.default] = _max_pool_input_grad
     return table

@@ -122,3 +122,38 @@ def test_tensorrt_path_fails_clearly_without_writing_engines(tmp_path, capsys) -
     assert not list(tmp_path.rglob("*.plan"))
     with pytest.raises(EngineUnavailableError, match="TensorRT is not installed"):
         open_runtime(RuntimeConfig("tensorrt", tmp_path))
+
+
+@pytest.mark.parametrize("side", [13, 14])
+@pytest.mark.parametrize("kernel,stride,padding,ceil", [(3, 2, 0, False), (3, 1, 1, False), (2, 2, 0, True), (3, 2, 1, True)])
+def test_max_pool_needs_no_indices(kernel: int, stride: int, padding: int, ceil: bool, side: int) -> None:
+    x = torch.randn(2, 5, side, side)
+    x[0, 0, :4, :4] = 0.5  # ties: the gradient must go to the first maximum only, as in aten
+    got, ops, want = _traced_grad(lambda t: F.max_pool2d(t, kernel, stride, padding, 1, ceil), x)
+    assert not any("backward" in op or "max_pool" in op for op in ops), ops
+    assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_traced_backward_exports_to_onnx_runtime(tmp_path) -> None:  # noqa: ANN001
+    """conv -> relu -> max pool -> bilinear resize, input gradient traced, exported, run by ORT."""
+    import onnxruntime as ort
+
+    weight = torch.randn(4, 3, 3, 3)
+
+    def fn(t: torch.Tensor) -> torch.Tensor:
+        pooled = F.max_pool2d(F.relu(F.conv2d(t, weight, None, 1, 1)), 3, 2)
+        return F.interpolate(pooled, size=(9, 9), mode="bilinear", align_corners=False)
+
+    x = torch.randn(2, 3, 15, 15)
+    weights = torch.randn_like(fn(x))
+
+    def grad(inp: torch.Tensor) -> torch.Tensor:
+        inp = inp.detach().requires_grad_(True)
+        return torch.autograd.grad((fn(inp) * weights).sum(), inp)[0]
+
+    graph = make_fx(grad, decomposition_table=export_decompositions())(x)
+    torch.onnx.export(graph.eval(), (x,), dynamo=True, opset_version=18, input_names=["x"], verbose=False).save(str(tmp_path / "g.onnx"))
+    model = onnx.load(str(tmp_path / "g.onnx"))
+    assert check_tensorrt_coverage(model).ok, check_tensorrt_coverage(model).summary()
+    got = ort.InferenceSession(str(tmp_path / "g.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})[0]
+    assert np.allclose(got, grad(x).numpy(), atol=1e-5)
