@@ -56,9 +56,9 @@ def tiny_lora(root: Path, out: Path) -> Path:
 
 def sampler_row(name: str, sampler: Arc2FaceSampler, identity: np.ndarray, views: int) -> float:
     seeds = list(range(views))
-    cond = sampler.prompts.positive(torch.from_numpy(identity)[None])
+    cond = sampler.positive(torch.from_numpy(identity)[None])
     sampler.sample(identity, seeds[:1])  # warm-up (allocator, kernels)
-    t_text, _ = timed(lambda: sampler.prompts.positive(torch.from_numpy(identity)[None]), 3)
+    t_text, _ = timed(lambda: sampler.positive(torch.from_numpy(identity)[None]), 3)
     t_denoise, latents = timed(lambda: sampler.denoise(cond.expand(views, -1, -1), seeds))
     t_decode, _ = timed(lambda: sampler.decode(latents))
     per_view = (t_denoise + t_decode) / views + t_text / views

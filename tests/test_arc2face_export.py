@@ -64,16 +64,57 @@ def test_cli_hook_registers_a_subcommand(tmp_path):
     assert (args.size, args.no_verify, args.func.__name__) == (64, False, "run_export")
 
 
-def test_graphs_are_recorded_in_the_export_manifest(tiny, exported):
-    from facecloak.engines.manifest import load_manifest
+@pytest.fixture(scope="module")
+def recorded(tiny, exported):
+    """The export folder with its manifest.json, as `facecloak-export-arc2face` leaves it."""
     from facecloak.export.pipeline import save_artefacts
     from facecloak.views.arc2face_export import to_artefacts
 
     out = exported["arc2face_unet"].path.parent
     save_artefacts(out, to_artefacts(list(exported.values()), out, tiny, SPEC))
-    manifest = load_manifest(out)
+    return out
+
+
+def test_graphs_are_recorded_in_the_export_manifest(recorded, exported):
+    from facecloak.engines.manifest import load_manifest
+
+    manifest = load_manifest(recorded)
     unet = manifest.artefacts["arc2face_unet"]
     assert unet.kind == "arc2face" and unet.file == "arc2face_unet.onnx" and unet.sha256 == exported["arc2face_unet"].sha256
     assert set(unet.attributes["weights"]) == {"unet/config.json", "unet/diffusion_pytorch_model.safetensors"}
     assert unet.inputs["sample"][0] == "batch" and unet.verification["rel_err"] < SPEC.tolerance
     assert set(manifest.artefacts["arc2face_text"].attributes["weights"]) >= {"text_encoder/model.safetensors", "tokenizer/vocab.json"}
+
+
+def test_exported_graphs_replay_the_sampling_loop(tiny, models, recorded):
+    """The seeded DPM-Solver loop on the ONNX graphs gives the PyTorch sampler's images."""
+    from facecloak.views.arc2face_runtime import OnnxArc2FaceSampler
+    from facecloak.views.arc2face_sampler import Arc2FaceSampler
+
+    cfg = SamplerConfig(size=32, steps=2, batch_size=3, device="cpu")
+    identity = np.random.default_rng(2).normal(size=512).astype(np.float32)
+    onnx_images = OnnxArc2FaceSampler(recorded, tiny, cfg).sample(identity, [4, 5, 6])
+    torch_images = Arc2FaceSampler(models, cfg).sample(identity, [4, 5, 6])
+    assert onnx_images.shape == (3, 32, 32, 3)
+    assert np.abs(onnx_images.astype(int) - torch_images).max() <= 1
+
+
+def test_runtime_refuses_stale_or_mismatched_graphs(tiny, recorded, tmp_path):
+    import shutil
+
+    from facecloak.engines.manifest import EngineMismatchError, load_manifest
+    from facecloak.errors import BadOptionError
+    from facecloak.views.arc2face_runtime import OnnxArc2FaceSampler
+
+    with pytest.raises(BadOptionError, match="works at 32 px; asked for 64 px"):
+        OnnxArc2FaceSampler(recorded, tiny, SamplerConfig(size=64, device="cpu"))
+    stale = shutil.copytree(recorded, tmp_path / "stale")
+    manifest = load_manifest(stale)
+    manifest.artefacts["arc2face_unet"].attributes["weights"]["unet/config.json"] = "0" * 64
+    manifest.save(stale)
+    with pytest.raises(EngineMismatchError, match=r"arc2face_unet was exported from other weights \(unet/config.json"):
+        OnnxArc2FaceSampler(stale, tiny, SamplerConfig(size=32, device="cpu"))
+    del manifest.artefacts["arc2face_text"]
+    manifest.save(stale)
+    with pytest.raises(EngineMismatchError, match="has no arc2face_text graph"):
+        OnnxArc2FaceSampler(stale, tiny, SamplerConfig(size=32, device="cpu"))

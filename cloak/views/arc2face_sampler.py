@@ -93,48 +93,66 @@ def load_models(layout: Arc2FaceLayout, config: SamplerConfig) -> Arc2FaceModels
     return Arc2FaceModels(tokenizer, text_encoder, unet, vae, schedule, config.lcm)
 
 
-class Arc2FaceSampler:
-    """Identity embedding + per-image seeds -> generated RGB uint8 images (B, size, size, 3)."""
+class SamplingLoop:
+    """The seeded guidance + scheduler loop over three graph calls that subclasses provide.
 
-    def __init__(self, models: Arc2FaceModels, config: SamplerConfig) -> None:
-        self.models = models
+    ``Arc2FaceSampler`` runs the PyTorch modules; ``arc2face_runtime.OnnxArc2FaceSampler`` runs the
+    exported graphs. Identity embedding + per-image seeds -> RGB uint8 images (B, size, size, 3).
+    """
+
+    def __init__(self, config: SamplerConfig, scheduler_config: dict, lcm: bool, vae_blocks: int, latent_channels: int,
+                 device: torch.device, dtype: torch.dtype) -> None:
         self.config = config
-        self.prompts = IdPromptEncoder(models.text_encoder, models.tokenizer)
-        self.vae_factor = 2 ** (len(models.vae.config.block_out_channels) - 1)
+        self.scheduler_config = scheduler_config
+        self.lcm = lcm
+        self.vae_factor = 2 ** (vae_blocks - 1)
         if config.size % (self.vae_factor * 8):
             raise BadOptionError(f"image size {config.size} must be a multiple of {self.vae_factor * 8}")
-        self.steps = config.lcm_steps if models.lcm else config.steps
-        self.guidance = config.lcm_guidance if models.lcm else config.guidance
+        self.latent_channels = latent_channels
+        self.device, self.dtype = device, dtype
+        self.steps = config.lcm_steps if lcm else config.steps
+        self.guidance = config.lcm_guidance if lcm else config.guidance
+
+    # The three graph calls: text encoder (with the id splice), UNet, VAE decoder.
+    def positive(self, id_embeddings: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def negative(self, batch: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def predict_noise(self, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def vae_images(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents -> float images (B, 3, H, W) in [0, 1]."""
+        raise NotImplementedError
 
     def _scheduler(self):
         from diffusers import DPMSolverMultistepScheduler, LCMScheduler  # noqa: PLC0415
 
-        cls = LCMScheduler if self.models.lcm else DPMSolverMultistepScheduler
-        scheduler = cls.from_config(self.models.scheduler_config)
-        scheduler.set_timesteps(self.steps, device=self.models.unet.device)
+        cls = LCMScheduler if self.lcm else DPMSolverMultistepScheduler
+        scheduler = cls.from_config(self.scheduler_config)
+        scheduler.set_timesteps(self.steps, device=self.device)
         return scheduler
 
     def initial_latents(self, seeds: Sequence[int]) -> tuple[torch.Tensor, list[torch.Generator]]:
-        """One CPU generator per image (device-independent noise), latents on the UNet's device."""
+        """One CPU generator per image (device-independent noise), latents on the sampler's device."""
         side = self.config.size // self.vae_factor
-        channels = self.models.unet.config.in_channels
         generators = [torch.Generator("cpu").manual_seed(int(seed)) for seed in seeds]
-        noise = torch.stack([torch.randn((channels, side, side), generator=g) for g in generators])
-        return noise.to(self.models.unet.device, self.models.unet.dtype), generators
+        noise = torch.stack([torch.randn((self.latent_channels, side, side), generator=g) for g in generators])
+        return noise.to(self.device, self.dtype), generators
 
     @torch.no_grad()
     def denoise(self, cond: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
-        """Prompt embeddings (B, L, W) + seeds -> final latents (B, 4, h, w)."""
-        unet = self.models.unet
+        """Prompt embeddings (B, L, W) + seeds -> final latents (B, C, h, w)."""
         scheduler = self._scheduler()
         latents, generators = self.initial_latents(seeds)
         latents = latents * scheduler.init_noise_sigma
         guided = self.guidance > 1.0
-        context = torch.cat([self.prompts.negative(len(seeds)).to(cond.dtype), cond]) if guided else cond
+        context = torch.cat([self.negative(len(seeds)).to(cond.dtype), cond]) if guided else cond
         for t in scheduler.timesteps:
             model_in = torch.cat([latents, latents]) if guided else latents
-            model_in = scheduler.scale_model_input(model_in, t)
-            noise = unet(model_in, t, encoder_hidden_states=context.to(unet.dtype)).sample
+            noise = self.predict_noise(scheduler.scale_model_input(model_in, t), t, context)
             if guided:
                 uncond, text = noise.chunk(2)
                 noise = uncond + self.guidance * (text - uncond)
@@ -144,17 +162,38 @@ class Arc2FaceSampler:
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> np.ndarray:
-        vae = self.models.vae
-        images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
-        images = (images.float() / 2 + 0.5).clamp(0, 1)
+        images = self.vae_images(latents).float()
         return (images.permute(0, 2, 3, 1).cpu().numpy() * 255.0).round().astype(np.uint8)
 
     def sample(self, id_embedding: np.ndarray, seeds: Sequence[int]) -> np.ndarray:
         """Generate one image per seed for the identity ``id_embedding`` (D,)."""
-        embedding = torch.from_numpy(np.asarray(id_embedding, np.float32))[None]
-        cond = self.prompts.positive(embedding)
+        cond = self.positive(torch.from_numpy(np.asarray(id_embedding, np.float32))[None])
         out = []
         for start in range(0, len(seeds), self.config.batch_size):
             chunk = list(seeds[start : start + self.config.batch_size])
             out.append(self.decode(self.denoise(cond.expand(len(chunk), -1, -1), chunk)))
         return np.concatenate(out) if out else np.zeros((0, self.config.size, self.config.size, 3), np.uint8)
+
+
+class Arc2FaceSampler(SamplingLoop):
+    """The loop on the PyTorch modules (diffusers UNet/VAE, transformers CLIP)."""
+
+    def __init__(self, models: Arc2FaceModels, config: SamplerConfig) -> None:
+        unet = models.unet
+        super().__init__(config, models.scheduler_config, models.lcm, len(models.vae.config.block_out_channels),
+                         unet.config.in_channels, unet.device, unet.dtype)
+        self.models = models
+        self.prompts = IdPromptEncoder(models.text_encoder, models.tokenizer)
+
+    def positive(self, id_embeddings: torch.Tensor) -> torch.Tensor:
+        return self.prompts.positive(id_embeddings)
+
+    def negative(self, batch: int) -> torch.Tensor:
+        return self.prompts.negative(batch)
+
+    def predict_noise(self, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        return self.models.unet(sample, timestep, encoder_hidden_states=context.to(self.dtype)).sample
+
+    def vae_images(self, latents: torch.Tensor) -> torch.Tensor:
+        vae = self.models.vae
+        return (vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample / 2 + 0.5).clamp(0, 1)
