@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from facecloak.assets import asset
+from facecloak.views.arc2face import Arc2FaceConfig, Arc2FaceViews
 from facecloak.views.arc2face_export import ExportSpec, add_arc2face_parser, export_arc2face, graph_inputs, graph_modules
 from facecloak.views.arc2face_layout import verify_layout
 from facecloak.views.arc2face_sampler import SamplerConfig, load_models
@@ -97,6 +98,8 @@ def test_exported_graphs_replay_the_sampling_loop(tiny, models, recorded):
     torch_images = Arc2FaceSampler(models, cfg).sample(identity, [4, 5, 6])
     assert onnx_images.shape == (3, 32, 32, 3)
     assert np.abs(onnx_images.astype(int) - torch_images).max() <= 1
+    views = Arc2FaceViews(Arc2FaceConfig(tiny, sampler=cfg, export_dir=recorded), identity=object())
+    assert isinstance(views.sampler, OnnxArc2FaceSampler)
 
 
 def test_runtime_refuses_stale_or_mismatched_graphs(tiny, recorded, tmp_path):

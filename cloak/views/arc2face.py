@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import BadOptionError
 from ..faces import FaceDetector
 from .arc2face_identity import IdentityEncoder, identity_encoder
-from .arc2face_layout import verify_layout
+from .arc2face_layout import Arc2FaceLayout, verify_layout
 from .arc2face_sampler import Arc2FaceSampler, SamplerConfig, load_models
 from .arc2face_screen import ScreenConfig, ViewScreen, collect_views
 from .base import ViewRequest
@@ -37,6 +37,9 @@ class Arc2FaceConfig:
     screen: ScreenConfig = field(default_factory=ScreenConfig)
     identity_backend: str = "onnx"  # or "insightface" (needs the package, see arc2face_identity)
     check_hashes: bool = True  # verify every file against manifest.json before loading
+    # An export folder with the three ONNX graphs (facecloak-export-arc2face): sample with ONNX
+    # Runtime (CUDA execution provider when present) instead of the PyTorch modules.
+    export_dir: Path | None = None
 
 
 def view_seed(seed: int, index: int) -> int:
@@ -60,9 +63,16 @@ class Arc2FaceViews:
         self.config = config
         layout = verify_layout(config.model_dir, check_hashes=config.check_hashes)
         device = str(config.sampler.resolved_device())
-        self.sampler = sampler or Arc2FaceSampler(load_models(layout, config.sampler), config.sampler)
+        self.sampler = sampler or self._sampler(layout)
         self.identity = identity or identity_encoder(config.identity_backend, layout.id_model, device)
         self.detector = detector or FaceDetector()
+
+    def _sampler(self, layout: Arc2FaceLayout) -> ImageSampler:
+        if self.config.export_dir is not None:
+            from .arc2face_runtime import OnnxArc2FaceSampler  # noqa: PLC0415
+
+            return OnnxArc2FaceSampler(self.config.export_dir, layout.root, self.config.sampler)
+        return Arc2FaceSampler(load_models(layout, self.config.sampler), self.config.sampler)
 
     def generate(self, request: ViewRequest) -> np.ndarray:
         if request.count < 1:
