@@ -1,6 +1,6 @@
 """Arc2Face views benchmark: time per generated view, per stage, DPM-Solver vs LCM, vs CPU augmentation.
 
-Run: .venv/bin/python bench/arc2face_views.py [--size 64] [--views 4] [--model-dir DIR]
+Run: .venv/bin/python bench/arc2face_views.py [--size 64] [--views 4] [--model-dir DIR] [--onnx]
 
 Without --model-dir it builds the tiny random model (arc2face_tiny) in a temp folder: the figures
 then measure the pipeline's overhead, not Arc2Face's real cost (see docs/arc2face.md for the
@@ -23,8 +23,11 @@ from facecloak.assets import asset, assets_dir
 from facecloak.faces import AlignedFrame, FaceDetector, detect_largest_face
 from facecloak.imageio import read_image
 from facecloak.views import AugmentViews, ViewRequest
+from facecloak.export.pipeline import save_artefacts
+from facecloak.views.arc2face_export import ExportSpec, export_arc2face, to_artefacts
 from facecloak.views.arc2face_identity import OnnxArcFace
 from facecloak.views.arc2face_layout import verify_layout
+from facecloak.views.arc2face_runtime import OnnxArc2FaceSampler
 from facecloak.views.arc2face_sampler import Arc2FaceSampler, SamplerConfig, load_models
 from facecloak.views.arc2face_screen import ScreenConfig, ViewScreen
 from facecloak.views.arc2face_tiny import build_tiny_model_dir
@@ -72,6 +75,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64, help="image side (real Arc2Face: 512)")
     parser.add_argument("--views", type=int, default=4)
     parser.add_argument("--model-dir", type=Path, help="a real Arc2Face model directory (default: tiny random)")
+    parser.add_argument("--onnx", action="store_true", help="also export the graphs and time the ONNX Runtime sampler")
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())  # shared CI boxes: figures scale with load
@@ -90,6 +94,12 @@ def main() -> None:
         lcm_cfg = SamplerConfig(size=args.size, batch_size=args.views, lcm=True, lcm_lora_path=lora)
         lcm = sampler_row("LCM-LoRA 4, no cfg", Arc2FaceSampler(load_models(layout, lcm_cfg), lcm_cfg), identity, args.views)
         print(f"load (all components): {t_load:.2f} s;  LCM speed-up: {dpm / lcm:.1f}x")
+        if args.onnx:
+            out = Path(tmp) / "onnx"
+            graphs = export_arc2face(load_models(layout, SamplerConfig(device="cpu", dtype="float32")), out, ExportSpec(size=args.size))
+            save_artefacts(out, to_artefacts(graphs, out, layout.root, ExportSpec(size=args.size)))
+            ort_row = sampler_row("ONNX Runtime, DPM 25, cfg 3", OnnxArc2FaceSampler(out, root, dpm_cfg), identity, args.views)
+            print(f"ONNX Runtime / PyTorch time per view: {ort_row / dpm:.2f}")
 
     # Screening is the same for any model: YuNet + alignment + identity embedding per candidate.
     detector = FaceDetector()
