@@ -77,3 +77,19 @@ def test_negative_is_the_empty_prompt(models, prompts):
 def test_oversized_identity_is_a_clear_error(prompts):
     with pytest.raises(BadOptionError, match="token width is 576"):
         prompts.positive(torch.ones(1, 1024))
+
+
+def test_concurrent_requests_keep_their_own_identity(prompts):
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    ids = _identities(4, seed=3)
+    serial = [prompts.positive(ids[i : i + 1]) for i in range(4)]
+    # Widen the window between installing the splice and running the encoder, as a busy server would.
+    slow = prompts.spliced.text_encoder.register_forward_pre_hook(lambda module, args: time.sleep(0.01))
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda i: (i % 4, prompts.positive(ids[i % 4 : i % 4 + 1])), range(12)))
+    finally:
+        slow.remove()
+    assert all(torch.allclose(out, serial[i], atol=1e-6) for i, out in results)

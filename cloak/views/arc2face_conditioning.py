@@ -9,6 +9,8 @@ exports to ONNX with the splice inside the graph.
 
 from __future__ import annotations
 
+import threading
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -73,6 +75,9 @@ class IdPromptEncoder:
         if int((self.ids == self.spliced.token_id).sum()) != 1:
             raise BadOptionError(f"the prompt {ID_PROMPT!r} must contain the id token exactly once")
         self.empty_ids = prompt_ids(tokenizer, "")
+        # The splice hook lives on the shared embedding table while a call runs: concurrent server
+        # requests would otherwise see each other's identity.
+        self._lock = threading.Lock()
 
     @property
     def device(self) -> torch.device:
@@ -82,7 +87,8 @@ class IdPromptEncoder:
     def positive(self, id_embeddings: torch.Tensor) -> torch.Tensor:
         """(B, D) identity vectors -> (B, L, W) prompt embeddings."""
         ids = self.ids.to(self.device).expand(id_embeddings.shape[0], -1)
-        return self.spliced(ids, id_embeddings.to(self.device))
+        with self._lock:
+            return self.spliced(ids, id_embeddings.to(self.device))
 
     @torch.no_grad()
     def negative(self, batch: int) -> torch.Tensor:
