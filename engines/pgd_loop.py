@@ -123,7 +123,9 @@ def run_pgd_graphs(
     step = runtime.stepper(step_key(tuple(anchors), n, size, cfg))
     source = source or NumpyDiversity(seed)
     bound = np.ascontiguousarray(np.broadcast_to(np.asarray(budget, np.float32), (3, size, size)))
-    delta = source.start(bound).astype(np.float32) if cfg.random_start else np.zeros((3, size, size), np.float32)
+    # As run_pgd: the random start stays within the base eps (focus pixels grow through larger steps).
+    start = np.minimum(bound, np.float32(eps)) if eps else bound
+    delta = source.start(start).astype(np.float32) if cfg.random_start else np.zeros((3, size, size), np.float32)
     alpha, velocity = np.ones((size, size), np.float32), np.zeros((3, size, size), np.float32)
     steps = cfg.step * bound / eps if cfg.scale_step_with_budget and eps else np.full_like(bound, cfg.step)
     fixed = {"views": views, "bound": bound, "steps": steps}

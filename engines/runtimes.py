@@ -221,12 +221,20 @@ def open_runtime(config: RuntimeConfig) -> Runtime:
     return OrtRuntime(config)
 
 
-def open_first_runtime(kinds: Sequence[str], config: RuntimeConfig) -> tuple[Runtime, list[str]]:
-    """First of ``kinds`` that opens (e.g. tensorrt, ort-cuda, ort-cpu); also the reasons the others were refused."""
+def open_first_runtime(kinds: Sequence[str], config: RuntimeConfig,
+                       warm: Callable[[Runtime], object] | None = None) -> tuple[Runtime, list[str]]:
+    """First of ``kinds`` that opens (e.g. tensorrt, ort-cuda, ort-cpu); also the reasons the others were refused.
+
+    ``warm(runtime)`` should load what the caller will serve (``embedder``/``stepper`` calls), so a
+    manifest that does not match the served models is refused here, at start-up, not mid-request.
+    """
     refusals: list[str] = []
     for kind in kinds:
         try:
-            return open_runtime(RuntimeConfig(kind, config.engine_dir, config.threads, config.model_files, config.verify_files)), refusals
+            runtime = open_runtime(RuntimeConfig(kind, config.engine_dir, config.threads, config.model_files, config.verify_files))
+            if warm is not None:
+                warm(runtime)
+            return runtime, refusals
         except (EngineUnavailableError, EngineMismatchError) as exc:
             refusals.append(f"{kind}: {exc}")
     raise EngineUnavailableError("no runtime could be opened: " + " | ".join(refusals))

@@ -100,8 +100,13 @@ def test_manifest_refuses_changed_model_and_falls_back(build: Path, tmp_path: Pa
     runtime = open_runtime(RuntimeConfig("ort-cpu", copy))
     with pytest.raises(EngineMismatchError, match="different 'sface' model file"):
         runtime.stepper(step_key(("sface",), VIEWS, 112, PGD))
-    chosen, refusals = open_first_runtime(("tensorrt", "ort-cpu"), RuntimeConfig(engine_dir=build))
-    assert chosen.name == "ort-cpu" and "TensorRT is not installed" in refusals[0]
+    def warm(runtime) -> None:  # noqa: ANN001
+        runtime.stepper(step_key(("sface",), VIEWS, 112, PGD))
+
+    chosen, refusals = open_first_runtime(("tensorrt", "ort-cpu", "torch"), RuntimeConfig(engine_dir=copy), warm)
+    assert chosen.name == "torch" and "TensorRT is not installed" in refusals[0] and "different 'sface'" in refusals[1]
+    chosen, refusals = open_first_runtime(("tensorrt", "ort-cpu"), RuntimeConfig(engine_dir=build), warm)
+    assert chosen.name == "ort-cpu" and len(refusals) == 1
 
 
 def test_ort_loop_runs_without_pytorch(build: Path, problem: dict, tmp_path: Path) -> None:
