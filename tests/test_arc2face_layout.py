@@ -108,3 +108,20 @@ def test_core_and_backend_modules_import_without_diffusers():
             "bad = [m for m in ('diffusers', 'transformers', 'insightface') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_upstream_pytorch_bin_text_encoder_loads(copy):
+    """Arc2Face ships its encoder as pytorch_model.bin: the layout and loader accept it."""
+    import torch
+    from safetensors.torch import load_file
+
+    from facecloak.views.arc2face_sampler import SamplerConfig, load_models
+
+    weights = copy / "text_encoder" / "model.safetensors"
+    state = load_file(weights)
+    torch.save(state, copy / "text_encoder" / "pytorch_model.bin")
+    weights.unlink()
+    write_manifest(copy)
+    models = load_models(verify_layout(copy), SamplerConfig(device="cpu"))
+    loaded = models.text_encoder.state_dict()
+    assert set(state) == set(loaded) and all(torch.equal(loaded[k], v) for k, v in state.items())
