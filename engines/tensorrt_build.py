@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+from facecloak.errors import BadOptionError
+
 from .manifest import Artefact, Manifest, load_manifest, sha256_file
 from .runtimes import EngineUnavailableError
 
@@ -35,8 +37,6 @@ class BuildConfig:
     workspace_gib: float = 4.0
 
     def __post_init__(self) -> None:
-        from facecloak.errors import BadOptionError
-
         if self.precision not in PRECISIONS:
             raise BadOptionError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
