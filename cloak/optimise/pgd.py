@@ -21,7 +21,9 @@ class PGDConfig:
     iterations: int = 10
     step: float = 2 / 255
     momentum: float = 1.0  # 0 disables MI-FGSM
-    attention: bool = True
+    # The paper's learnable attention alpha is implemented, but off by default: on held-out photos it
+    # gave no gain here (sface self-check 0.227 with vs 0.212 without) and made masks 25% larger.
+    attention: bool = False
     attention_lr: float = 0.05  # z_alpha
     self_weight: float = 3.0  # pull away from the user's own clean embedding (OPOM's lesson; 3 beat 1 on held-out photos)
     diversity_prob: float = 1.0  # chance a view is randomly transformed at a step
@@ -173,10 +175,12 @@ def run_pgd(
     gen = torch.Generator().manual_seed(seed)
     n, size = views.shape[0], views.shape[-1]
     bound = budget.expand(3, size, size)
-    # The random start stays within the base eps: focus pixels get their larger budget from the
-    # (larger) steps, and the mask stays compressible when few iterations are run.
-    start = torch.minimum(bound, torch.tensor(eps)) if eps else bound
-    delta = (torch.rand(3, size, size, generator=gen) * 2 - 1) * start if cfg.random_start else torch.zeros(3, size, size)
+    # Random-sign start at half the base eps: it breaks the symmetry of a zero start (stronger
+    # masks) while keeping the values on a coarse grid, so the mask stays compressible even when
+    # few iterations are run (a uniform start made 3-iteration masks 21 KiB).
+    start = 0.5 * (torch.minimum(bound, torch.tensor(eps)) if eps else bound)
+    signs = torch.randint(0, 2, (3, size, size), generator=gen) * 2 - 1
+    delta = signs * start if cfg.random_start else torch.zeros(3, size, size)
     state = StepState(delta, torch.ones(size, size), torch.zeros(3, size, size))
     steps = cfg.step * bound / eps if cfg.scale_step_with_budget and eps else cfg.step
     losses = []
