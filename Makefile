@@ -12,6 +12,8 @@ $(BIN)/python:
 install: $(BIN)/python
 	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
 	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev,server,ondevice,eval,arc2face]"
+	# insightface pins opencv-python + CPU onnxruntime, which would clobber ours: no deps (pure Python).
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps insightface==2.1
 
 demo: install
 	mkdir -p out
