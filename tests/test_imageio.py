@@ -81,3 +81,11 @@ def test_png_output_is_lossless(tmp_path, selfie):
 def test_directory_is_not_an_image(tmp_path):
     with pytest.raises(ImageDecodeError, match="directory"):
         read_image(tmp_path)
+
+
+def test_heic_selfies_decode(selfie):
+    buf = io.BytesIO()
+    Image.fromarray(selfie).save(buf, format="HEIF", quality=95)
+    assert buf.getvalue()[4:12] == b"ftypheic"
+    rgb = decode_image(buf.getvalue())
+    assert rgb.shape == selfie.shape and np.abs(rgb.astype(int) - selfie.astype(int)).mean() < 3
