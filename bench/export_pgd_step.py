@@ -5,6 +5,7 @@ people), timings interleaved so background load hits both alike. Prints ms/step 
 
     python bench/export_pgd_step.py                 # surrogate sets: sface, facenet, sface+facenet
     python bench/export_pgd_step.py --quick         # sface only, fewer repeats
+    python bench/export_pgd_step.py --loop          # whole PGD loop: run_pgd vs run_pgd_graphs on ORT
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 import onnxruntime as ort
 import torch
 
@@ -69,6 +71,36 @@ def bench_set(models: tuple[str, ...], views: int, out: Path, repeats: int, thre
     print(f"  ORT vs float64: gradient sign agreement {figures['grad_sign_agreement']:.5f}, relative L2 {figures['grad_rel_l2']:.2e}")
 
 
+def bench_loop(models: tuple[str, ...], views: int, out: Path) -> None:
+    """A whole enrollment optimisation (default PGDConfig) on both paths, same seed and random stream."""
+    from facecloak.engines.manifest import load_or_new
+    from facecloak.engines.pgd_loop import SurrogateAnchors, run_pgd_graphs
+    from facecloak.engines.runtimes import RuntimeConfig, open_runtime
+    from facecloak.export.pipeline import ExportConfig, export_step_graph
+    from facecloak.export.step_graph import TorchDiversity
+    from facecloak.models import torch_embedder
+    from facecloak.optimise import SurrogateTarget, run_pgd
+
+    pgd, spec = PGDConfig(), StepSpec(models, views, 112, PGDConfig())
+    if spec.name not in load_or_new(out).artefacts:
+        export_step_graph(ExportConfig(out=out, models=models, views=views, verify=False), pgd)
+    inputs = dict(zip(spec.input_names(), real_step_inputs(spec)))
+    budget, eps = inputs["bound"][0] * 2, 8 / 255  # a focus-like budget: 12/255 everywhere, base eps 8/255
+    anchors = {m: SurrogateAnchors(*(inputs[f"{k}_{m}"].numpy() for k in ("near", "far", "user"))) for m in models}
+    targets = [SurrogateTarget(torch_embedder(m), *(torch.from_numpy(v) for v in (a.near, a.far, a.user))) for m, a in anchors.items()]
+    runtime = open_runtime(RuntimeConfig("ort-cpu", out))
+    start = time.perf_counter()
+    core = run_pgd(inputs["views"], budget, targets, pgd, seed=0, eps=eps)
+    core_s = time.perf_counter() - start
+    start = time.perf_counter()
+    graph = run_pgd_graphs(runtime, inputs["views"].numpy(), budget.numpy(), anchors, pgd, source=TorchDiversity(0), eps=eps)
+    graph_s = time.perf_counter() - start
+    close = float((np.abs(graph.delta - core.delta.numpy()) < 1 / 255).mean())
+    print(f"[{'+'.join(models)}] whole loop, {pgd.iterations} iterations, {views} views: run_pgd (torch) {core_s:.1f} s, "
+          f"run_pgd_graphs (ORT) {graph_s:.1f} s, speed-up {core_s / graph_s:.2f}x")
+    print(f"  final loss torch {core.losses[-1]:.4f} vs ORT {graph.losses[-1]:.4f}; delta pixels within 1/255: {close:.1%}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="sface only, 3 rounds")
@@ -76,8 +108,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--out", type=Path, default=default_build_dir() / "bench")
+    parser.add_argument("--loop", action="store_true", help="time the whole PGD loop (sface+facenet) instead")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.loop:
+        bench_loop(("sface",) if args.quick else ("sface", "facenet"), args.views, args.out)
+        return
     sets = [("sface",)] if args.quick else [("sface",), ("facenet",), ("sface", "facenet")]
     for models in sets:
         bench_set(models, args.views, args.out, 3 if args.quick else args.repeats, args.threads)
