@@ -13,6 +13,8 @@ LABELS = {
 }
 EXAMPLE_METHODS = ("clean", "noise", "centre", "ours_bm", "ours", "pgd")
 REPORT = "report.md"
+BAR = ("The bar from the issue: the public research code's loop (SFace surrogate, 8 augmented views, same held-out "
+       "protocol, JPEG 90) protected 6% of probes at top-1 and 1% at top-5 against an unseen recogniser, at SSIM 0.96.")
 
 
 def _pyplot():
@@ -161,7 +163,13 @@ def write_report(results: dict, out_dir: Path, title: str = "FaceCloak protectio
         f"eps_A = {cfg['eps_focus'] * 255:.0f} grey levels. Verification thresholds at FAR {cfg['far']:g}: {thresholds}. "
         f"Seed {cfg['seed']}; {results['seconds']['total'] / 60:.0f} min for this invocation.",
         "",
-        f"## Headline: JPEG {_jpeg_label(cfg['jpeg'][0])}, resize x{cfg['resize']}",
+        f"## At a glance: black-box rows (target never used in optimisation), JPEG {_jpeg_label(cfg['jpeg'][0])}",
+        "",
+        table([r for r in rows if r["box"] in ("black-box", "none")]),
+        "",
+        BAR,
+        "",
+        f"## All rows: JPEG {_jpeg_label(cfg['jpeg'][0])}, resize x{cfg['resize']}",
         "",
         table(rows),
         "",
