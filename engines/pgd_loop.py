@@ -41,9 +41,9 @@ class PGDSettings(Protocol):
 
 
 class DiversitySource(Protocol):
-    """Where the random start and the per-step diversity draws come from."""
+    """Where the random start's signs and the per-step diversity draws come from."""
 
-    def start(self, bound: np.ndarray) -> np.ndarray: ...
+    def signs(self, shape: tuple[int, ...]) -> np.ndarray: ...
 
     def draw(self, n: int, size: int, cfg: PGDSettings) -> tuple[np.ndarray, int]: ...
 
@@ -54,8 +54,8 @@ class NumpyDiversity:
     def __init__(self, seed: int) -> None:
         self.rng = np.random.default_rng(seed)
 
-    def start(self, bound: np.ndarray) -> np.ndarray:
-        return ((self.rng.random(bound.shape, dtype=np.float32) * 2 - 1) * bound).astype(np.float32)
+    def signs(self, shape: tuple[int, ...]) -> np.ndarray:
+        return (self.rng.integers(0, 2, shape) * 2 - 1).astype(np.float32)
 
     def draw(self, n: int, size: int, cfg: PGDSettings) -> tuple[np.ndarray, int]:
         active = (self.rng.random(n) < cfg.diversity_prob).astype(np.float32)
@@ -123,9 +123,9 @@ def run_pgd_graphs(
     step = runtime.stepper(step_key(tuple(anchors), n, size, cfg))
     source = source or NumpyDiversity(seed)
     bound = np.ascontiguousarray(np.broadcast_to(np.asarray(budget, np.float32), (3, size, size)))
-    # As run_pgd: the random start stays within the base eps (focus pixels grow through larger steps).
-    start = np.minimum(bound, np.float32(eps)) if eps else bound
-    delta = source.start(start).astype(np.float32) if cfg.random_start else np.zeros((3, size, size), np.float32)
+    # As run_pgd: a random-sign start at half the base eps (compressible masks, no zero symmetry).
+    scale = 0.5 * (np.minimum(bound, np.float32(eps)) if eps else bound)
+    delta = (source.signs(bound.shape) * scale).astype(np.float32) if cfg.random_start else np.zeros((3, size, size), np.float32)
     alpha, velocity = np.ones((size, size), np.float32), np.zeros((3, size, size), np.float32)
     steps = cfg.step * bound / eps if cfg.scale_step_with_budget and eps else np.full_like(bound, cfg.step)
     fixed = {"views": views, "bound": bound, "steps": steps}

@@ -151,8 +151,8 @@ class TorchDiversity:
     def __init__(self, seed: int) -> None:
         self.gen = torch.Generator().manual_seed(seed)
 
-    def start(self, bound: np.ndarray) -> np.ndarray:
-        return ((torch.rand(bound.shape, generator=self.gen) * 2 - 1) * torch.from_numpy(bound)).numpy()
+    def signs(self, shape: tuple[int, ...]) -> np.ndarray:
+        return (torch.randint(0, 2, shape, generator=self.gen) * 2 - 1).float().numpy()
 
     def draw(self, n: int, size: int, cfg: PGDConfig) -> tuple[np.ndarray, int]:
         draw = draw_diversity(n, size, cfg, self.gen)
