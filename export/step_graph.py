@@ -55,7 +55,7 @@ class StepSpec:
 
     @property
     def name(self) -> str:
-        return f"pgd_step_{'+'.join(self.models)}_v{self.views}_s{self.size}"
+        return f"pgd_step_{'-'.join(self.models)}_v{self.views}_s{self.size}"  # '-': safe in Triton model names and URLs
 
     def input_names(self) -> list[str]:
         return list(STATE_INPUTS) + anchor_input_names(self.models)
