@@ -27,39 +27,44 @@ from facecloak.optimise import PGDConfig
 LEVELS = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
 
 
-def _median_ms(fn, repeats: int) -> float:  # noqa: ANN001
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+def _ms(fn) -> float:  # noqa: ANN001
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1000
 
 
-def bench_set(models: tuple[str, ...], views: int, out: Path, repeats: int, threads: int) -> None:
+def _session(path: Path, level: ort.GraphOptimizationLevel, threads: int) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level, opts.intra_op_num_threads, opts.log_severity_level = level, threads, 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def bench_set(models: tuple[str, ...], views: int, out: Path, repeats: int, threads: int, unroll: int) -> None:
     spec = StepSpec(models, views, 112, PGDConfig())
     path = out / f"{spec.name}.onnx"
     start = time.perf_counter()
-    if not path.exists():
-        timings = export_step(spec, path)
-        print(f"[{'+'.join(models)}] export: trace {timings['trace_s']:.1f} s, ONNX {timings['export_s']:.1f} s")
+    timings = export_step(spec, path)  # always re-exported: a cached file may bake other PGD constants
+    print(f"[{'+'.join(models)}] export: trace {timings['trace_s']:.1f} s, ONNX {timings['export_s']:.1f} s")
     inputs = real_step_inputs(spec)
     feeds = {n: t.numpy() for n, t in zip(spec.input_names(), inputs)}
     step = step_function(spec)
-    sessions = {}
-    for name, level in LEVELS.items():
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level, opts.intra_op_num_threads, opts.log_severity_level = level, threads, 3
-        sessions[name] = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    sessions = {name: _session(path, level, threads) for name, level in LEVELS.items()}
+    # name -> (callable, steps it runs): times are reported per step
+    runners = {"torch eager autograd": (lambda: step(*inputs), 1)}
+    runners.update({f"ORT CPU ({name} graph opts)": ((lambda s=s: s.run(None, feeds)), 1) for name, s in sessions.items()})
+    if unroll > 1:  # K chained steps in one graph
+        unrolled = out / f"{spec.name}_k{unroll}.onnx"
+        export_step(spec, unrolled, unroll=unroll)
+        session = _session(unrolled, LEVELS["all"], threads)
+        k_feeds = {**feeds, "theta": np.stack([feeds["theta"]] * unroll), "resample": np.stack([feeds["resample"]] * unroll)}
+        runners[f"ORT CPU ({unroll} steps unrolled)"] = (lambda: session.run(None, k_feeds), unroll)
     print(f"[{'+'.join(models)}] ready in {time.perf_counter() - start:.1f} s; {views} views at 112 px, {threads} threads")
-    runners = {"torch eager autograd": lambda: step(*inputs)}
-    runners.update({f"ORT CPU ({name} graph opts)": (lambda s=s: s.run(None, feeds)) for name, s in sessions.items()})
-    for fn in runners.values():  # warm-up: allocator, kernel selection, lazy init
+    for fn, _ in runners.values():  # warm-up: allocator, kernel selection, lazy init
         fn()
     results = {name: [] for name in runners}
     for _ in range(repeats):  # interleaved rounds
-        for name, fn in runners.items():
-            results[name].append(_median_ms(fn, 1))
+        for name, (fn, steps) in runners.items():
+            results[name].append(_ms(fn) / steps)
     base = statistics.median(results["torch eager autograd"])
     print(f"  {'runtime':34s} {'ms/step':>9s} {'speed-up vs torch':>18s}")
     for name, ms in results.items():
@@ -108,6 +113,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--out", type=Path, default=default_build_dir() / "bench")
+    parser.add_argument("--unroll", type=int, default=1, help="also time a graph of K chained steps (K > 1)")
     parser.add_argument("--loop", action="store_true", help="time the whole PGD loop (sface+facenet) instead")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -116,7 +122,7 @@ def main() -> None:
         return
     sets = [("sface",)] if args.quick else [("sface",), ("facenet",), ("sface", "facenet")]
     for models in sets:
-        bench_set(models, args.views, args.out, 3 if args.quick else args.repeats, args.threads)
+        bench_set(models, args.views, args.out, 3 if args.quick else args.repeats, args.threads, args.unroll)
 
 
 if __name__ == "__main__":

@@ -123,23 +123,48 @@ def example_inputs(spec: StepSpec, seed: int = 0) -> tuple[torch.Tensor, ...]:
     return (*state, torch.rand(n, 3, s, s, generator=gen), bound, steps, draw.theta, resample_matrix(s, draw.down_size), *anchors)
 
 
-def trace_step(spec: StepSpec) -> torch.fx.GraphModule:
-    """Trace ``pgd_step`` with real tensors: autograd's backward kernels are recorded, then decomposed."""
+def unrolled_step_function(spec: StepSpec, k: int) -> Callable[..., tuple[torch.Tensor, ...]]:
+    """``k`` chained steps in one function: ``theta`` (K, N, 2, 3) and ``resample`` (K, S, S), losses (K,)."""
+    step = step_function(spec)
+
+    def unrolled(delta, alpha, velocity, views, bound, steps, theta, resample, *anchors):  # noqa: ANN001
+        losses = []
+        for i in range(k):
+            delta, alpha, velocity, loss = step(delta, alpha, velocity, views, bound, steps, theta[i], resample[i], *anchors)
+            losses.append(loss)
+        return delta, alpha, velocity, torch.stack(losses)
+
+    return unrolled
+
+
+def unrolled_inputs(spec: StepSpec, k: int) -> tuple[torch.Tensor, ...]:
+    inputs = list(example_inputs(spec))
+    theta_at, resample_at = STATE_INPUTS.index("theta"), STATE_INPUTS.index("resample")
+    inputs[theta_at] = inputs[theta_at].expand(k, -1, -1, -1).contiguous()
+    inputs[resample_at] = inputs[resample_at].expand(k, -1, -1).contiguous()
+    return tuple(inputs)
+
+
+def export_traced(fn: Callable[..., tuple[torch.Tensor, ...]], inputs: tuple[torch.Tensor, ...], input_names: list[str],
+                  path: Path, opset: int = 18) -> dict[str, float]:
+    """Trace ``fn`` with real tensors (autograd's backward kernels recorded, then decomposed), export to ONNX."""
     from torch.fx.experimental.proxy_tensor import make_fx
 
-    return make_fx(step_function(spec), decomposition_table=export_decompositions())(*example_inputs(spec))
-
-
-def export_step(spec: StepSpec, path: Path, opset: int = 18) -> dict[str, float]:
-    """Trace and export the step graph to ``path`` (.onnx); returns timings in seconds."""
     start = time.perf_counter()
-    graph = trace_step(spec).eval()  # no train-mode ops exist; silences the exporter's warning
+    graph = make_fx(fn, decomposition_table=export_decompositions())(*inputs).eval()  # eval: silences a warning
     traced = time.perf_counter()
-    program = torch.onnx.export(graph, example_inputs(spec), dynamo=True, opset_version=opset,
-                                input_names=spec.input_names(), output_names=list(STEP_OUTPUTS), verbose=False)
+    program = torch.onnx.export(graph, inputs, dynamo=True, opset_version=opset, input_names=input_names,
+                                output_names=list(STEP_OUTPUTS), verbose=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     program.save(str(path))
     return {"trace_s": traced - start, "export_s": time.perf_counter() - traced}
+
+
+def export_step(spec: StepSpec, path: Path, opset: int = 18, unroll: int = 1) -> dict[str, float]:
+    """Export the step graph (or ``unroll`` chained steps) to ``path`` (.onnx); returns timings in seconds."""
+    if unroll == 1:
+        return export_traced(step_function(spec), example_inputs(spec), spec.input_names(), path, opset)
+    return export_traced(unrolled_step_function(spec, unroll), unrolled_inputs(spec, unroll), spec.input_names(), path, opset)
 
 
 class TorchDiversity:
