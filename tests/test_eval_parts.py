@@ -10,12 +10,12 @@ import torch
 
 from facecloak.anchors.gallery import identity_of
 from facecloak.errors import BadOptionError
-from facecloak.evaluate.baselines import centre_targets, noise_mask, per_image_deltas
+from facecloak.evaluate.baselines import centre_targets, noise_mask, per_image_masks
 from facecloak.evaluate.cli import config_from_args
 from facecloak.evaluate.protocol import QUICK, EvalConfig, load_dataset, person_seed, upload
 from facecloak.evaluate.summary import box, summarise
 from facecloak.faces import AlignedFrame
-from facecloak.optimise import PGDConfig, cloak_loss
+from facecloak.optimise import PGDConfig, SurrogateTarget, cloak_loss
 from facecloak.cli import build_parser
 
 
@@ -108,18 +108,17 @@ def test_per_image_pgd_gives_each_image_its_own_delta_within_its_budget():
     gen = torch.Generator().manual_seed(2)
     crops = torch.rand(2, 3, 16, 16, generator=gen)
     user = tiny(crops[:1])[0].detach()
-    from facecloak.optimise import SurrogateTarget
-
-    far = -user
     near = torch.nn.functional.normalize(user + 0.5 * torch.randn(8, generator=gen), dim=0)
     budgets = torch.stack([torch.full((16, 16), 8 / 255), torch.zeros(16, 16)])  # image 2 may not change
-    cfg = PGDConfig(diversity_prob=0.0, attention=False, momentum=0.0)
-    deltas = per_image_deltas(crops, budgets, [SurrogateTarget(tiny, near, far, user)], cfg, seed=0)
-    assert deltas.shape == (2, 3, 16, 16)
-    assert deltas[0].abs().max() <= 8 / 255 + 1e-6 and deltas[0].abs().mean() > 4 / 255
-    assert torch.count_nonzero(deltas[1]) == 0
+    cfg = PGDConfig(diversity_prob=0.0, attention=False)
+    masks = per_image_masks(crops, budgets, [SurrogateTarget(tiny, near, -user, user)], AlignedFrame(size=16), cfg,
+                            eps=8 / 255, seed=0)
+    assert len(masks) == 2 and masks[0].delta.shape == (16, 16, 3)
+    assert np.abs(masks[0].delta).max() <= 9 / 255 + 1e-6 and np.abs(masks[0].delta).mean() > 4 / 255
+    assert np.count_nonzero(masks[1].delta) == 0
+    cloaked = (crops[:1] + torch.from_numpy(masks[0].delta).permute(2, 0, 1)).clamp(0, 1)
     with torch.no_grad():  # the attack moved image 1 away from the user's identity
-        assert float(tiny((crops[:1] + deltas[:1]).clamp(0, 1))[0] @ user) < float(tiny(crops[:1])[0] @ user) - 0.05
+        assert float(tiny(cloaked)[0] @ user) < float(tiny(crops[:1])[0] @ user) - 0.05
 
 
 def test_summary_pools_people_and_labels_boxes():

@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import FaceCloakError
 from ..faces import AlignedFrame, FaceDetector, detect_largest_face, estimate_similarity, to_chw_float, warp_to_frame
 from ..imageio import read_image
-from ..models import get_card, ort_embedder
+from ..models import OrtEmbedder, get_card
 from .metrics import impostor_scores, threshold_at_far
 
 BATCH = 32
@@ -23,9 +23,11 @@ BATCH = 32
 class Attacker:
     """Embeds photos under each target model, aligning each face at the model's native input size."""
 
-    def __init__(self, models: Sequence[str], detector: FaceDetector | None = None) -> None:
+    def __init__(self, models: Sequence[str], detector: FaceDetector | None = None, threads: int = 1) -> None:
         self.models = tuple(models)
         self.detector = detector or FaceDetector()
+        # Own sessions with few threads: spinning ORT pools collapse on a shared, oversubscribed CPU.
+        self.embedders = {m: OrtEmbedder(get_card(m), threads=threads) for m in self.models}
         self.frames = {m: AlignedFrame(size=get_card(m).input_size, scale=get_card(m).template_scale) for m in self.models}
 
     def embed(self, photos: Sequence[np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -46,7 +48,7 @@ class Attacker:
             emb = np.zeros((len(photos), get_card(m).embedding_dim), dtype=np.float32)
             if crops[m]:
                 faces = to_chw_float(np.stack(crops[m]))
-                emb[found] = np.concatenate([ort_embedder(m)(faces[i : i + BATCH]) for i in range(0, len(faces), BATCH)])
+                emb[found] = np.concatenate([self.embedders[m](faces[i : i + BATCH]) for i in range(0, len(faces), BATCH)])
             out[m] = emb
         return found, out
 

@@ -1,6 +1,7 @@
 """Baseline perturbations built from the core's pieces: random noise, OPOM class centre, per-image PGD.
 
-All of them reuse ``facecloak.optimise`` (budgets, pgd_step/run_pgd); only the targets differ.
+The optimised ones call the core's ``run_pgd`` with the enrollment's PGD settings; only the
+targets (centre) or the data (one probe at a time) differ, so they follow any tuning of the core.
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ from ..faces import AlignedFrame
 from ..faces.crop import AlignedFace
 from ..mask import Mask, decode_mask, encode_mask
 from ..models import torch_embedder
-from ..optimise import BudgetConfig, PGDConfig, SurrogateTarget, budget_map, draw_diversity, pgd_step, project, run_pgd
-from ..optimise.pgd import StepState
+from ..optimise import BudgetConfig, PGDConfig, SurrogateTarget, budget_map, run_pgd
 
 PER_IMAGE_STEPS = 10  # the issue's per-image reference: 10 steps at the same budget
 
@@ -58,37 +58,24 @@ def centre_targets(surrogates: Sequence[str], views: torch.Tensor) -> list[Surro
     return targets
 
 
+def _as_mask(delta: torch.Tensor, frame: AlignedFrame, models: tuple[str, ...]) -> Mask:
+    return shipped(Mask(delta=delta.permute(1, 2, 0).numpy().astype(np.float32), frame=frame, models=models))
+
+
 def centre_mask(surrogates: Sequence[str], views: torch.Tensor, budget: np.ndarray, frame: AlignedFrame,
-                pgd: PGDConfig, seed: int) -> Mask:
-    """A universal mask from the same views and budget as ours, with the class-centre loss."""
+                pgd: PGDConfig, eps: float, seed: int) -> Mask:
+    """A universal mask from the same views, budget and PGD settings as ours, with the class-centre loss."""
     cfg = replace(pgd, self_weight=1.0)
-    result = run_pgd(views, torch.from_numpy(budget), centre_targets(surrogates, views), cfg, seed=seed)
-    delta = result.delta.permute(1, 2, 0).numpy().astype(np.float32)
-    return shipped(Mask(delta=delta, frame=frame, models=tuple(surrogates)))
-
-
-def per_image_deltas(crops: torch.Tensor, budgets: torch.Tensor, targets: Sequence[SurrogateTarget],
-                     pgd: PGDConfig, seed: int) -> torch.Tensor:
-    """One delta per image (N, 3, S, S): the core's pgd_step run on a batch of independent deltas.
-
-    pgd_step broadcasts: delta (N,3,S,S), attention (N,1,S,S), budget (N,3,S,S), so view i is only
-    ever moved by delta i. The momentum normalisation is over the whole batch rather than per image
-    (a step-size detail; updates use the sign).
-    """
-    cfg = replace(pgd, iterations=PER_IMAGE_STEPS)
-    cfg.validate()
-    gen = torch.Generator().manual_seed(seed)
-    n, size = crops.shape[0], crops.shape[-1]
-    bound = budgets[:, None].expand(n, 3, size, size)
-    start = (torch.rand(n, 3, size, size, generator=gen) * 2 - 1) * bound if cfg.random_start else torch.zeros_like(bound)
-    state = StepState(start, torch.ones(n, 1, size, size), torch.zeros(n, 3, size, size))
-    for _ in range(cfg.iterations):
-        state, _ = pgd_step(state, crops, bound, targets, cfg, draw_diversity(n, size, cfg, gen))
-    return project(state.delta, state.alpha, bound)
+    result = run_pgd(views, torch.from_numpy(budget), centre_targets(surrogates, views), cfg, seed=seed, eps=eps)
+    return _as_mask(result.delta, frame, tuple(surrogates))
 
 
 def per_image_masks(crops: torch.Tensor, budgets: torch.Tensor, targets: Sequence[SurrogateTarget], frame: AlignedFrame,
-                    pgd: PGDConfig, seed: int) -> list[Mask]:
-    """Per-image PGD deltas as masks in each probe's own aligned frame (the upper reference)."""
-    deltas = per_image_deltas(crops, budgets, targets, pgd, seed)
-    return [shipped(Mask(delta=d.permute(1, 2, 0).numpy().astype(np.float32), frame=frame, models=("pgd",))) for d in deltas]
+                    pgd: PGDConfig, eps: float, seed: int) -> list[Mask]:
+    """Per-image PGD (the upper reference): the core's run_pgd on each probe alone, 10 steps.
+
+    Each mask lives in its own probe's aligned frame (``crops`` (N,3,S,S), ``budgets`` (N,S,S)).
+    """
+    cfg = replace(pgd, iterations=PER_IMAGE_STEPS)
+    return [_as_mask(run_pgd(crop[None], budget, targets, cfg, seed=seed + i, eps=eps).delta, frame, ("pgd",))
+            for i, (crop, budget) in enumerate(zip(crops, budgets))]

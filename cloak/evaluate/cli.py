@@ -54,6 +54,7 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--views", type=int, help="views per enrollment (default: the core's)")
     p.add_argument("--iterations", type=int, help="PGD iterations per enrollment (default: the core's)")
     p.add_argument("--seed", type=int)
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch/ONNX Runtime/OpenCV (default 1)")
     p.add_argument("--resume", action="store_true", help="keep people already in OUTPUT/records.jsonl (same settings)")
     p.add_argument("--report-only", action="store_true", help="rewrite report.md and plots from OUTPUT/results.json")
     p.set_defaults(func=cmd_eval)
@@ -99,7 +100,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    results = run_eval(cfg, out, resume=args.resume, log=log, on_person=examples)
+    if args.threads < 1:
+        raise BadOptionError(f"--threads must be >= 1, got {args.threads}")
+    results = run_eval(cfg, out, resume=args.resume, log=log, on_person=examples, threads=args.threads)
     report = write_report(results, out)
     print(f"wrote {out / RESULTS} and {report}")
     return 0

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+import cv2
 import numpy as np
 import torch
 
@@ -45,14 +46,20 @@ class Harness:
     """Holds what is shared across people: detector, attacker gallery (embedded once), anchors, enroller."""
 
     def __init__(self, cfg: EvalConfig, dataset: Dataset | None = None, log: Log = lambda msg: None,
-                 anchors: AnchorGallery | None = None) -> None:
-        """``anchors`` replaces the split of the core's cached distractor gallery (tests use a tiny one)."""
+                 anchors: AnchorGallery | None = None, threads: int = 1) -> None:
+        """``anchors`` replaces the split of the core's cached distractor gallery (tests use a tiny one).
+
+        ``threads`` caps torch, ONNX Runtime and OpenCV threads: on a shared CPU two spinning threads
+        per pool run several times slower than one, and a fixed count keeps float results reproducible.
+        """
         cfg.validate()
+        torch.set_num_threads(threads)
+        cv2.setNumThreads(threads)
         self.cfg, self.log = cfg, log
         self.dataset = dataset or load_dataset(cfg)
         self.detector = FaceDetector()
         start = time.perf_counter()
-        self.attacker = Attacker(cfg.targets, FaceDetector())  # its own detector: nothing shared with the defender
+        self.attacker = Attacker(cfg.targets, FaceDetector(), threads)  # its own detector: nothing shared with the defender
         people = [(p.name, p.photos) for p in self.dataset.gallery_people]
         self.gallery: AttackerGallery = build_attacker_gallery(self.attacker, people, self.dataset.attacker_distractors)
         self.thresholds = self.gallery.thresholds(cfg.far)
@@ -138,7 +145,7 @@ class Harness:
                 def centre() -> list[np.ndarray]:
                     request = ViewRequest(enrollment, aligned.face, frame, base.views, seed)
                     views = torch.from_numpy(self.enroller.view_generator.generate(request))
-                    mask = centre_mask(names, views, face_budget(aligned, cfg.budget()), frame, base.pgd, seed)
+                    mask = centre_mask(names, views, face_budget(aligned, cfg.budget()), frame, base.pgd, base.budget.eps, seed)
                     return cloak(lambda i: mask)
                 variants.append(Variant("centre", label, 1.0, timed(f"centre/{label}", centre)))
             if "pgd" in methods and single:
@@ -148,7 +155,8 @@ class Harness:
                         return list(probes)
                     crops = torch.from_numpy(to_chw_float(np.stack([f.crop for f in found])))
                     budgets = torch.from_numpy(np.stack([face_budget(f, cfg.budget()) for f in found]))
-                    masks = iter(per_image_masks(crops, budgets, self.anchor_targets(names, aligned.crop), frame, base.pgd, seed))
+                    targets = self.anchor_targets(names, aligned.crop)
+                    masks = iter(per_image_masks(crops, budgets, targets, frame, base.pgd, base.budget.eps, seed))
                     per_probe = [None if f is None else next(masks) for f in probe_faces]
                     return cloak(lambda i: per_probe[i])
                 variants.append(Variant("pgd", label, 1.0, timed(f"pgd/{label}", per_image)))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import platform
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -39,6 +40,17 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def _git_commit() -> str:
+    """The checkout's commit (+ "-dirty" if its code differs), to tie records to the code that made them."""
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "."], cwd=here.parent, capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (head or "unknown") + ("-dirty" if dirty.strip() else "")
+
+
 def load_records(path: Path, cfg: EvalConfig) -> list[dict]:
     """Records of a previous run with the same settings; an error if the file holds another run's."""
     if not path.exists():
@@ -52,7 +64,7 @@ def load_records(path: Path, cfg: EvalConfig) -> list[dict]:
 
 def run_eval(cfg: EvalConfig, out_dir: Path, resume: bool = False, log: Log = lambda msg: None,
              on_person: Callable[[int, dict, list[Variant]], None] | None = None,
-             anchors: AnchorGallery | None = None) -> dict:
+             anchors: AnchorGallery | None = None, threads: int = 1) -> dict:
     """Evaluate every person not yet recorded, then write and return results.json's content.
 
     ``on_person(index, record, variants)`` is called after each newly evaluated person (examples figure).
@@ -64,9 +76,10 @@ def run_eval(cfg: EvalConfig, out_dir: Path, resume: bool = False, log: Log = la
         path.unlink()
     records = load_records(path, cfg)
     if not path.exists():
-        path.write_text(json.dumps({"schema": SCHEMA, "fingerprint": cfg.fingerprint()}) + "\n")
+        path.write_text(json.dumps({"schema": SCHEMA, "fingerprint": cfg.fingerprint(), "commit": _git_commit()}) + "\n")
+    header = json.loads(path.read_text().splitlines()[0])
     started = time.time()
-    harness = Harness(cfg, log=log, anchors=anchors)
+    harness = Harness(cfg, log=log, anchors=anchors, threads=threads)
     done = {r["person"] for r in records}
     for index, person in enumerate(harness.dataset.people):
         if person.name in done:
@@ -81,6 +94,7 @@ def run_eval(cfg: EvalConfig, out_dir: Path, resume: bool = False, log: Log = la
         if on_person:
             on_person(index, record, variants)
     results = build_results(cfg, harness, records, time.time() - started)
+    results["environment"].update(threads=threads, commit_at_start=header.get("commit"))
     (out_dir / RESULTS).write_text(json.dumps(results, indent=1) + "\n")
     return results
 
