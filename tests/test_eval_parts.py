@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from facecloak.anchors.gallery import identity_of
 from facecloak.errors import BadOptionError
 from facecloak.evaluate.baselines import centre_targets, noise_mask, per_image_masks
 from facecloak.evaluate.cli import config_from_args
+from facecloak.evaluate.report import save_examples, write_report
 from facecloak.evaluate.protocol import QUICK, EvalConfig, load_dataset, person_seed, upload
 from facecloak.evaluate.summary import box, summarise
 from facecloak.faces import AlignedFrame
@@ -138,3 +140,26 @@ def test_summary_pools_people_and_labels_boxes():
     assert (clean["top1_psr"], clean["verification_psr"], clean["box"], clean["eps"]) == (0.25, 0.0, "none", None)
     assert box("ensemble", "facenet", cfg.surrogates) == "white-box"
     assert box("facenet", "facenet", cfg.surrogates) == "white-box"
+
+
+def test_report_draws_budget_and_jpeg_plots(tmp_path):
+    cfg = replace(EvalConfig(), surrogates=("sface",), targets=("sface", "facenet"), jpeg=(90, 50), budget_scales=(0.5,))
+    def variant(method, surrogate, scale, rank):
+        attack = {str(q): {t: {"rank": [rank, 0], "genuine": [[0.1], [0.9]]} for t in cfg.targets} for q in cfg.jpeg}
+        return {"method": method, "surrogate": surrogate, "scale": scale, "ssim": [0.9, 0.9], "psnr": [30.0, 31.0], "attack": attack}
+    records = [{"variants": [variant("clean", "-", 1.0, 0), variant("noise", "-", 1.0, 0), variant("noise", "-", 0.5, 0),
+                             variant("ours", "sface", 1.0, 7), variant("ours", "sface", 0.5, 0), variant("ours_bm", "sface", 1.0, 0)]}]
+    rows = summarise(records, cfg, {"sface": 0.5, "facenet": 0.5})
+    results = {
+        "config": asdict(cfg), "rows": rows, "lpips": "not measured", "seconds": {"total": 60.0},
+        "thresholds": {t: {"far": 1e-3, "threshold": 0.5, "impostor_pairs": 1000} for t in cfg.targets},
+        "dataset": {"people": ["A"], "gallery": {"photos": 20, "identities": 12, "lfw_people": 2, "distractors": 10},
+                    "anchors": {"identities": 500}},
+    }
+    save_examples([("clean", np.zeros((50, 40, 3), np.uint8)), ("ours", np.full((50, 40, 3), 255, np.uint8))], tmp_path / "examples.png")
+    text = write_report(results, tmp_path).read_text()
+    for png in ("psr_vs_budget.png", "psr_vs_jpeg.png", "examples.png"):
+        assert f"]({png})" in text
+        assert Image.open(tmp_path / png).size[0] > 100
+    assert "| ours (full) | sface | facenet | black-box | 8/32 | 50.0% | 50.0% | 50.0% |" in text
+    assert "## Other upload JPEG qualities" in text and "## Other budgets" in text
