@@ -34,6 +34,10 @@ def _num(x: float | None, fmt: str) -> str:
     return "–" if x is None else format(x, fmt)
 
 
+def _person_minutes(results: dict) -> float:
+    return sum(sum(stages.values()) for stages in results["seconds"].get("per_person", {}).values()) / 60
+
+
 def _jpeg_label(q: int) -> str:
     return "none" if q == 0 else str(q)
 
@@ -161,7 +165,8 @@ def write_report(results: dict, out_dir: Path, title: str = "FaceCloak protectio
         + f" Upload: resize x{cfg['resize']} then JPEG {_jpeg_label(cfg['jpeg'][0])}; the attacker re-detects "
         f"(YuNet) and re-aligns every photo and embeds with ONNX Runtime. Budget eps = {cfg['eps'] * 255:.0f}, "
         f"eps_A = {cfg['eps_focus'] * 255:.0f} grey levels. Verification thresholds at FAR {cfg['far']:g}: {thresholds}. "
-        f"Seed {cfg['seed']}; {results['seconds']['total'] / 60:.0f} min for this invocation.",
+        f"Seed {cfg['seed']}; {_person_minutes(results):.0f} min of per-person compute "
+        f"({results.get('environment', {}).get('threads', '?')} thread(s); stage timings in results.json).",
         "",
         f"## At a glance: black-box rows (target never used in optimisation), JPEG {_jpeg_label(cfg['jpeg'][0])}",
         "",
