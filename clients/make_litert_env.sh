@@ -6,7 +6,7 @@
 # ai-edge-litert interpreter (extra "ondevice") to *run* the .tflite in tests.
 #
 # Usage: clients/make_litert_env.sh [VENV_DIR]   (default: .venv-litert in the repository root)
-# Then:  facecloak-export-ondevice --litert-python VENV_DIR/bin/python ...  (or set FACECLOAK_LITERT_PYTHON)
+# Then:  facecloak-export ondevice --litert-python VENV_DIR/bin/python ...  (or set FACECLOAK_LITERT_PYTHON)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 VENV="${1:-$ROOT/.venv-litert}"

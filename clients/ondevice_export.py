@@ -1,7 +1,7 @@
 """Export the on-device add-and-clip op to ONNX, Core ML (ML Program) and TFLite.
 
 Hooked as ``facecloak-export ondevice`` through :func:`add_ondevice_parser`; standalone as the
-``facecloak-export-ondevice`` console script (:func:`main`).
+``facecloak-export ondevice`` console script (:func:`main`).
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="facecloak-export-ondevice", description=__doc__)
+    parser = argparse.ArgumentParser(prog="facecloak-export ondevice", description=__doc__)
     _add_arguments(parser)
     args = parser.parse_args(argv)
     try:

@@ -8,14 +8,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from .anchors import AnchorGallery, default_gallery, select_anchors
 from .errors import BadOptionError
 from .faces import AlignedFrame, Face, FaceDetector, align_largest_face, to_chw_float
 from .mask import Mask
-from .models import get_card, torch_embedder
-from .optimise import BudgetConfig, PGDConfig, SurrogateTarget, budget_map, run_pgd
+from .models import get_card
+from .optimise import BudgetConfig, PGDConfig, budget_map
+from .optimise.backend import AnchorSet, OptimiseBackend, TorchBackend
 from .views import AugmentViews, ViewGenerator, ViewRequest
 
 Progress = Callable[[str, float], None]
@@ -79,9 +79,11 @@ class Enroller:
         detector: FaceDetector | None = None,
         views: ViewGenerator | None = None,
         gallery: AnchorGallery | None = None,
+        backend: OptimiseBackend | None = None,
     ) -> None:
         self.detector = detector or FaceDetector()
         self.view_generator = views or AugmentViews()
+        self.backend = backend or TorchBackend()
         self._gallery = gallery
 
     def gallery(self, models: tuple[str, ...]) -> AnchorGallery:
@@ -100,42 +102,38 @@ class Enroller:
         report("detect", 1.0)
         with _timed(timings, "views"):
             request = ViewRequest(photo, aligned.face, frame, config.views + config.check_views, config.seed)
-            all_views = torch.from_numpy(self.view_generator.generate(request))
+            all_views = self.view_generator.generate(request)
             views, held_out = all_views[: config.views], all_views[config.views :]
         report("views", 1.0)
         with _timed(timings, "anchors"):
             gallery = self.gallery(config.surrogates)
-            clean = torch.from_numpy(to_chw_float(aligned.crop))
-            targets, anchors = [], {}
+            clean = to_chw_float(aligned.crop)
+            anchor_sets, anchors = {}, {}
             for name in config.surrogates:
-                embed = torch_embedder(name)
-                with torch.no_grad():
-                    user = embed(clean)[0]
-                chosen = select_anchors(gallery, name, user.numpy(), get_card(name).match_threshold)
+                user = self.backend.embed(name, clean)[0]
+                chosen = select_anchors(gallery, name, user, get_card(name).match_threshold)
                 anchors[name] = (chosen.near_name, chosen.far_name)
-                targets.append(SurrogateTarget(embed, torch.from_numpy(chosen.near), torch.from_numpy(chosen.far), user))
+                anchor_sets[name] = AnchorSet(chosen.near, chosen.far, user)
             frame_landmarks = np.hstack([aligned.face.landmarks, np.ones((5, 1))]) @ aligned.matrix.T
-            budget = torch.from_numpy(budget_map(aligned.crop, frame_landmarks, config.budget))
+            budget = budget_map(aligned.crop, frame_landmarks, config.budget)
         report("anchors", 1.0)
         with _timed(timings, "optimise"):
-            result = run_pgd(views, budget, targets, config.pgd, seed=config.seed,
-                             progress=lambda i, n, loss: report("optimise", i / n), eps=config.budget.eps)
+            result = self.backend.optimise(views, budget, anchor_sets, config.pgd, config.seed, config.budget.eps,
+                                           progress=lambda i, n, loss: report("optimise", i / n))
         with _timed(timings, "self_check"):
-            checks = self._self_check(targets, config.surrogates, held_out, result.delta)
+            checks = self._self_check(anchor_sets, held_out, result.delta)
         report("self_check", 1.0)
-        delta = result.delta.permute(1, 2, 0).numpy().astype(np.float32)
-        mask = Mask(delta=delta, frame=frame, models=config.surrogates)
+        mask = Mask(delta=np.ascontiguousarray(result.delta.transpose(1, 2, 0)), frame=frame, models=config.surrogates)
         return EnrollResult(mask, aligned.face, anchors, checks, timings, result.losses)
 
-    @staticmethod
-    def _self_check(targets: list[SurrogateTarget], names: tuple[str, ...], held_out: torch.Tensor, delta: torch.Tensor) -> list[SelfCheck]:
+    def _self_check(self, anchor_sets: dict[str, AnchorSet], held_out: np.ndarray, delta: np.ndarray) -> list[SelfCheck]:
+        """Mean similarity of held-out views (never optimised on) to the user, without and with the cloak."""
         if len(held_out) == 0:
             return []
+        cloaked = np.clip(held_out + delta, 0.0, 1.0).astype(np.float32)
         checks = []
-        with torch.no_grad():
-            cloaked = (held_out + delta).clamp(0, 1)
-            for name, target in zip(names, targets):
-                before = float((target.embed(held_out) @ target.user).mean())
-                after = float((target.embed(cloaked) @ target.user).mean())
-                checks.append(SelfCheck(name, before, after, get_card(name).match_threshold))
+        for name, a in anchor_sets.items():
+            before = float((self.backend.embed(name, held_out) @ a.user).mean())
+            after = float((self.backend.embed(name, cloaked) @ a.user).mean())
+            checks.append(SelfCheck(name, before, after, get_card(name).match_threshold))
         return checks

@@ -19,10 +19,13 @@ from grpc_reflection.v1alpha import reflection
 from .. import __version__
 from ..assets import asset
 from ..enroll import EnrollConfig, Enroller
+from ..errors import FaceCloakError
 from ..imageio import ImageLimits
 from ..models import get_card, torch_embedder
+from ..optimise.backend import OptimiseBackend, TorchBackend
 from ..proto import enrollment_pb2 as pb
 from ..proto.convert import OptionLimits
+from ..views.arc2face_select import choose_view_backend
 from .auth import ApiKeyAuth, RateLimiter, load_api_keys
 from .config import ServerConfig
 from .metrics import Metrics
@@ -80,6 +83,8 @@ class FaceCloakServer:
         self._enroller = enroller
         self._warmup = warmup
         self._manifest: list[pb.ModelInfo] = []
+        self.active_backend = config.backend  # what actually serves, known after warm-up (fallbacks)
+        self.view_generator = "augment"
         self.defaults = replace(EnrollConfig(), surrogates=tuple(m for m in EnrollConfig().surrogates if m in config.models)
                                 or config.models)
         self.limits = OptionLimits(config.models, config.max_views, config.max_check_views, config.max_iterations,
@@ -131,9 +136,31 @@ class FaceCloakServer:
         log.info("listening", extra={"port": self.port, "models": list(cfg.models)})
         return self.port
 
+    def _open_enroller(self) -> Enroller:
+        """The enroller with the configured optimise backend and the view backend Arc2Face selection picks."""
+        views = choose_view_backend()
+        self.view_generator = views.name
+        log.info("view backend", extra={"choice": views.reason})
+        self.active_backend = "torch-cpu"
+        torch_backend = TorchBackend()
+        backend: OptimiseBackend = torch_backend
+        if self.config.backend != "torch-cpu":
+            from ..engines.backend import open_graph_backend  # noqa: PLC0415 - engine runtimes only when asked for
+
+            try:
+                backend, refusals = open_graph_backend(self.config.backend, self.defaults.surrogates, self.defaults.views,
+                                                       self.defaults.pgd, engine_dir=self.config.engine_dir,
+                                                       fallback=torch_backend)
+                self.active_backend = backend.name
+                for refusal in refusals:
+                    log.warning("runtime refused", extra={"reason": refusal})
+            except FaceCloakError as exc:
+                log.warning("no engine runtime could be opened; serving with torch-cpu", extra={"reason": str(exc)})
+        return Enroller(views=views.build(), backend=backend)
+
     def _warm(self) -> None:
         try:
-            enroller = self._enroller or Enroller()
+            enroller = self._enroller or self._open_enroller()
             self._warmup(enroller, self.config.models)
             self._manifest = self._model_manifest()
         except Exception as exc:  # noqa: BLE001 - reported through health, Describe and MODELS_NOT_READY
@@ -176,14 +203,14 @@ class FaceCloakServer:
             card = get_card(name)
             out.append(pb.ModelInfo(name=name, input_size=card.input_size, embedding_dim=card.embedding_dim,
                                     match_threshold=card.match_threshold, file=card.file,
-                                    sha256=_sha256(asset(card.file)), backend=self.config.backend))
+                                    sha256=_sha256(asset(card.file)), backend=self.active_backend))
         return out
 
     def describe(self) -> pb.DescribeResponse:
         cfg, d = self.config, self.defaults
         return pb.DescribeResponse(
-            server_version=__version__, api_version=API_VERSION, ready=self.readiness.ready, backend=cfg.backend,
-            view_generator="augment", models=self._manifest, auth_required=self.auth.enabled, versions=_versions(),
+            server_version=__version__, api_version=API_VERSION, ready=self.readiness.ready, backend=self.active_backend,
+            view_generator=self.view_generator, models=self._manifest, auth_required=self.auth.enabled, versions=_versions(),
             limits=pb.Limits(
                 max_image_bytes=cfg.max_image_bytes, max_image_pixels=cfg.max_image_pixels,
                 max_message_bytes=cfg.max_message_bytes, max_views=cfg.max_views, max_check_views=cfg.max_check_views,

@@ -16,7 +16,9 @@ from ..errors import BadOptionError
 from ..models import get_card
 
 ENV_PREFIX = "FACECLOAK_SERVER_"
-BACKENDS = ("torch-cpu",)  # the engines/ backends plug in here once they exist
+# torch-cpu runs PGD with PyTorch eager; the others run the exported engines (facecloak-export) and fall
+# back to the next less capable runtime, then to torch-cpu, with the reason logged and in Describe.
+BACKENDS = ("torch-cpu", "ort-cpu", "ort-cuda", "tensorrt")
 SECRET_FIELDS = ("api_keys",)  # never accepted as flags: command lines are visible to every local user
 
 
@@ -28,6 +30,7 @@ class ServerConfig:
     queue_depth: int = 8  # requests allowed to wait for a worker; more answer QUEUE_FULL at once
     torch_threads: int = 0  # 0 = torch's default
     backend: str = "torch-cpu"
+    engine_dir: str | None = None  # facecloak-export output for the engine backends (default engines/build)
     models: tuple[str, ...] = DEFAULT_SURROGATES  # surrogates loaded at start-up; requests may pick a subset
     max_image_bytes: int = 20 * 1024 * 1024
     max_image_pixels: int = 40_000_000

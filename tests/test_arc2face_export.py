@@ -67,7 +67,7 @@ def test_cli_hook_registers_a_subcommand(tmp_path):
 
 @pytest.fixture(scope="module")
 def recorded(tiny, exported):
-    """The export folder with its manifest.json, as `facecloak-export-arc2face` leaves it."""
+    """The export folder with its manifest.json, as `facecloak-export arc2face` leaves it."""
     from facecloak.export.pipeline import save_artefacts
     from facecloak.views.arc2face_export import to_artefacts
 

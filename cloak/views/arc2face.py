@@ -37,7 +37,7 @@ class Arc2FaceConfig:
     screen: ScreenConfig = field(default_factory=ScreenConfig)
     identity_backend: str = "onnx"  # or "insightface" (needs the package, see arc2face_identity)
     check_hashes: bool = True  # verify every file against manifest.json before loading
-    # An export folder with the three ONNX graphs (facecloak-export-arc2face): sample with ONNX
+    # An export folder with the three ONNX graphs (facecloak-export arc2face): sample with ONNX
     # Runtime (CUDA execution provider when present) instead of the PyTorch modules.
     export_dir: Path | None = None
 

@@ -203,7 +203,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="facecloak-export-arc2face")
+    parser = argparse.ArgumentParser(prog="facecloak-export arc2face")
     add_arc2face_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["arc2face", *(argv if argv is not None else __import__("sys").argv[1:])])
     return args.func(args)

@@ -33,7 +33,7 @@ def _sessions(export_dir: Path, weights: dict[str, str]) -> dict:
     for name in OUTPUT_NAMES:
         artefact = manifest.artefacts.get(name)
         if artefact is None or artefact.kind != "arc2face":
-            raise EngineMismatchError(f"{export_dir} has no {name} graph: run `facecloak-export-arc2face MODEL_DIR --out {export_dir}`")
+            raise EngineMismatchError(f"{export_dir} has no {name} graph: run `facecloak-export arc2face MODEL_DIR --out {export_dir}`")
         stale = sorted(rel for rel, digest in artefact.attributes.get("weights", {}).items() if weights.get(rel) != digest)
         if stale:
             raise EngineMismatchError(f"{name} was exported from other weights ({', '.join(stale)} changed): re-export")
