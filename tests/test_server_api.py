@@ -69,7 +69,7 @@ def test_config_precedence_file_env_flags(tmp_path):
 @pytest.mark.parametrize("argv, env, message", [
     (["--port", "70000"], {}, "port"),
     (["--workers", "two"], {}, "workers"),
-    (["--backend", "tensorrt"], {}, "not available"),
+    (["--backend", "openvino"], {}, "not available"),
     (["--models", "sface,nope"], {}, "nope"),
     (["--tls-cert", __file__], {}, "both tls_cert and tls_key"),
     ([], {"FACECLOAK_SERVER_NO_SUCH_SETTING": "1"}, "no_such_setting"),
