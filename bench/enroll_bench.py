@@ -33,7 +33,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--photo", default="faces/lfw/Tony_Blair/Tony_Blair_0001.jpg")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     photo = read_image(assets_dir() / args.photo)
     enroller = Enroller()
     print(f"torch threads: {torch.get_num_threads()}")
