@@ -162,4 +162,4 @@ def test_report_draws_budget_and_jpeg_plots(tmp_path):
         assert f"]({png})" in text
         assert Image.open(tmp_path / png).size[0] > 100
     assert "| ours (full) | sface | facenet | black-box | 8/32 | 50.0% | 50.0% | 50.0% |" in text
-    assert "## Other upload JPEG qualities" in text and "## Other budgets" in text
+    assert "## Upload JPEG 50 (resize x0.8)" in text and "## Other budgets" in text

@@ -182,8 +182,9 @@ def write_report(results: dict, out_dir: Path, title: str = "FaceCloak protectio
         "`no face` = the attacker's detector found no face (counted as protected). SSIM/PSNR: cloaked vs clean photo at "
         f"full resolution, before upload. LPIPS: {results['lpips']}.",
     ]
-    if jpeg_rows:
-        parts += ["", "## Other upload JPEG qualities", "", table(jpeg_rows)]
+    for q in cfg["jpeg"][1:]:
+        parts += ["", f"## Upload JPEG {_jpeg_label(q)} (resize x{cfg['resize']})", "",
+                  table([r for r in jpeg_rows if r["jpeg"] == q])]
     if budget_rows:
         parts += ["", "## Other budgets (eps, eps_A scaled together)", "", table(budget_rows)]
     for name, file in plots:
