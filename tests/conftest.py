@@ -36,3 +36,14 @@ def selfie(selfie_path: Path) -> np.ndarray:
 @pytest.fixture(scope="session")
 def detector() -> FaceDetector:
     return FaceDetector()
+
+
+def build_sface_engines(out: Path, views: int) -> Path:
+    """Export the sface surrogate and its PGD step graph for ``views`` views into ``out`` (ONNX + manifest)."""
+    from facecloak.export.pipeline import ExportConfig, export_step_graph, export_surrogates
+    from facecloak.optimise import PGDConfig
+
+    cfg = ExportConfig(out=out, models=("sface",), views=views)
+    export_surrogates(cfg, log=lambda _: None)
+    export_step_graph(cfg, PGDConfig(), log=lambda _: None)
+    return out

@@ -18,11 +18,12 @@ import torch
 from facecloak.engines.manifest import EngineMismatchError, load_manifest
 from facecloak.engines.pgd_loop import NumpyDiversity, SurrogateAnchors, run_pgd_graphs, step_key
 from facecloak.engines.runtimes import RuntimeConfig, open_first_runtime, open_runtime
-from facecloak.export.pipeline import ExportConfig, export_step_graph, export_surrogates
 from facecloak.export.step_graph import STATE_INPUTS, StepSpec, TorchDiversity
 from facecloak.export.verify import GRAD_REL_L2, SIGN_AGREEMENT, real_step_inputs
 from facecloak.models import torch_embedder
 from facecloak.optimise import PGDConfig, SurrogateTarget, run_pgd
+
+from .conftest import build_sface_engines
 
 VIEWS = 2
 SPEC = StepSpec(("sface",), VIEWS)
@@ -31,11 +32,7 @@ PGD = PGDConfig(iterations=3)
 
 @pytest.fixture(scope="module")
 def build(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("build")
-    cfg = ExportConfig(out=out, models=("sface",), views=VIEWS)
-    export_surrogates(cfg, log=lambda _: None)
-    export_step_graph(cfg, PGDConfig(), log=lambda _: None)
-    return out
+    return build_sface_engines(tmp_path_factory.mktemp("build"), VIEWS)
 
 
 @pytest.fixture(scope="module")

@@ -8,15 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facecloak.engines.backend import GraphBackend, open_graph_backend, runtime_chain
+from facecloak.engines.backend import open_graph_backend, runtime_chain
 from facecloak.engines.manifest import EngineMismatchError
 from facecloak.enroll import EnrollConfig, Enroller
-from facecloak.export.pipeline import ExportConfig, export_step_graph, export_surrogates
 from facecloak.imageio import read_image
 from facecloak.mask import decode_mask, encode_mask
 from facecloak.optimise import PGDConfig
 from facecloak.optimise.backend import TorchBackend
 
+from .conftest import build_sface_engines
 from .test_server_helpers import client_for, lfw_bytes, lfw_path, options, running_server
 
 pytestmark = pytest.mark.slow
@@ -26,11 +26,7 @@ CONFIG = EnrollConfig(surrogates=("sface",), views=VIEWS, check_views=1, seed=5,
 
 @pytest.fixture(scope="module")
 def build(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("engines")
-    cfg = ExportConfig(out=out, models=("sface",), views=VIEWS)
-    export_surrogates(cfg, log=lambda _: None)
-    export_step_graph(cfg, PGDConfig(), log=lambda _: None)
-    return out
+    return build_sface_engines(tmp_path_factory.mktemp("engines"), VIEWS)
 
 
 def test_enrollment_on_onnx_runtime_matches_pytorch_closely(build: Path) -> None:
