@@ -12,7 +12,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .errors import BadOptionError, FaceCloakError
-from .imageio import read_image, write_image, _FORMATS
+from .imageio import output_format, read_image, write_image
 
 MASK_SUFFIX = ".fcmask"
 
@@ -95,8 +95,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     from .mask import decode_mask
 
     out = Path(args.output)
-    if out.suffix.lower() not in _FORMATS:
-        raise BadOptionError(f"unsupported output extension {out.suffix!r}; use one of {sorted(_FORMATS)}")
+    output_format(out)  # refuse a bad extension before any work is done
     try:
         mask = decode_mask(Path(args.mask).read_bytes())
     except OSError as exc:

@@ -98,10 +98,15 @@ def encode_image(rgb: np.ndarray, fmt: str = "PNG", jpeg_quality: int = 95) -> b
     return buf.getvalue()
 
 
+def output_format(path: str | Path) -> str:
+    """The Pillow format an output path's extension asks for; BadOptionError for unsupported ones."""
+    suffix = Path(path).suffix
+    fmt = _FORMATS.get(suffix.lower())
+    if fmt is None:
+        raise BadOptionError(f"unsupported output extension {suffix!r}; use one of {sorted(_FORMATS)}")
+    return fmt
+
+
 def write_image(path: str | Path, rgb: np.ndarray, jpeg_quality: int = 95) -> None:
     """Write RGB uint8 to ``path``; the format follows the extension (PNG keeps every pixel exact)."""
-    path = Path(path)
-    fmt = _FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise BadOptionError(f"unsupported output extension {path.suffix!r}; use one of {sorted(_FORMATS)}")
-    path.write_bytes(encode_image(rgb, fmt, jpeg_quality))
+    Path(path).write_bytes(encode_image(rgb, output_format(path), jpeg_quality))
