@@ -41,15 +41,14 @@ class GraphBackend:
 
     def optimise(self, views: np.ndarray, budget: np.ndarray, anchors: Mapping[str, Any], cfg: PGDSettings,
                  seed: int, eps: float, progress: Any = None) -> LoopResult:
-        try:
-            self.runtime.stepper(step_key(tuple(anchors), len(views), views.shape[-1], cfg))
+        try:  # run_pgd_graphs looks its step graph up before the first iteration
+            return run_pgd_graphs(self.runtime, views, budget, anchors, cfg, seed=seed, progress=progress, eps=eps)
         except EngineMismatchError:
             if self.fallback is None:
                 raise
             log.info("no step graph for this request's shape; using the fallback backend",
                      extra={"views": len(views), "models": list(anchors)})
             return self.fallback.optimise(views, budget, anchors, cfg, seed, eps, progress)
-        return run_pgd_graphs(self.runtime, views, budget, anchors, cfg, seed=seed, progress=progress, eps=eps)
 
 
 def runtime_chain(preferred: str) -> list[str]:

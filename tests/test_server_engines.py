@@ -14,7 +14,7 @@ from facecloak.enroll import EnrollConfig, Enroller
 from facecloak.imageio import read_image
 from facecloak.mask import decode_mask, encode_mask
 from facecloak.optimise import PGDConfig
-from facecloak.optimise.backend import TorchBackend
+from facecloak.optimise.backend import AnchorSet, TorchBackend
 
 from .conftest import build_sface_engines
 from .test_server_helpers import client_for, lfw_bytes, lfw_path, options, running_server
@@ -48,8 +48,10 @@ def test_enrollment_on_onnx_runtime_matches_pytorch_closely(build: Path) -> None
 def test_no_fallback_means_a_clear_mismatch_for_other_shapes(build: Path) -> None:
     backend, _ = open_graph_backend("ort-cpu", ("sface",), VIEWS, CONFIG.pgd, engine_dir=build)
     views = np.zeros((VIEWS + 1, 3, 112, 112), np.float32)
+    unit = np.eye(128, dtype=np.float32)
+    anchors = {"sface": AnchorSet(unit[0], unit[1], unit[2])}
     with pytest.raises(EngineMismatchError, match="facecloak-export step"):
-        backend.optimise(views, np.full((112, 112), 8 / 255, np.float32), {}, CONFIG.pgd, 0, 8 / 255)
+        backend.optimise(views, np.full((112, 112), 8 / 255, np.float32), anchors, CONFIG.pgd, 0, 8 / 255)
     assert runtime_chain("tensorrt") == ["tensorrt", "ort-cuda", "ort-cpu"] and runtime_chain("ort-cpu") == ["ort-cpu"]
 
 

@@ -118,9 +118,14 @@ def _standardise(g: torch.Tensor) -> torch.Tensor:
     return (g - g.mean()) / g.std().clamp_min(1e-12)
 
 
+def clip_to_budget(x: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
+    """Clip ``x`` to [-bound, bound] per pixel (bound is a tensor, so torch.clamp's scalars do not fit)."""
+    return torch.maximum(torch.minimum(x, bound), -bound)
+
+
 def project(delta: torch.Tensor, alpha: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
     """Effective perturbation: delta * alpha clipped to the per-pixel budget."""
-    return torch.maximum(torch.minimum(delta * alpha, bound), -bound)
+    return clip_to_budget(delta * alpha, bound)
 
 
 @dataclass
@@ -150,7 +155,7 @@ def pgd_step(
         grad = smooth_gradient(grads[0], cfg.grad_sigma)
         grad = grad / grad.abs().mean().clamp_min(1e-12)
         velocity = cfg.momentum * state.velocity + grad
-        new_delta = torch.maximum(torch.minimum(delta - steps * velocity.sign(), bound), -bound)
+        new_delta = clip_to_budget(delta - steps * velocity.sign(), bound)
         new_alpha = (alpha - cfg.attention_lr * _standardise(grads[1])).clamp(0, 1) if cfg.attention else alpha
     return StepState(new_delta, new_alpha.detach(), velocity), loss.detach()
 
