@@ -62,6 +62,13 @@ def test_cli_options_override_quick():
         config_from_args(build_parser().parse_args(["eval", "--probes", "0"]))
 
 
+def test_cli_shard_option_is_checked():
+    assert build_parser().parse_args(["eval", "--shard", "1/3"]).shard == (1, 3)
+    for bad in ("3/3", "1", "a/b", "-1/2"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["eval", "--shard", bad])
+
+
 def test_dataset_split_keeps_anchors_and_attacker_distractors_disjoint():
     cfg = replace(EvalConfig(), people=3, gallery_people=5, distractors=40, anchor_split=30)
     ds = load_dataset(cfg)

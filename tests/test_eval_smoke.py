@@ -10,7 +10,8 @@ import pytest
 from facecloak.anchors import build_gallery
 from facecloak.evaluate.protocol import EvalConfig, load_dataset
 from facecloak.evaluate.report import write_report
-from facecloak.evaluate.runner import RECORDS, RESULTS, run_eval
+from facecloak.errors import BadOptionError
+from facecloak.evaluate.runner import RECORDS, RESULTS, run_eval, shard_records_name
 
 pytestmark = pytest.mark.slow
 
@@ -75,3 +76,17 @@ def test_report_and_resume(run):
     again = run_eval(TINY, out, resume=True, anchors=anchors, on_person=lambda *a: seen.append(a))
     assert seen == [] and again["rows"] == results["rows"]  # nothing recomputed, same figures
     assert len((out / RECORDS).read_text().splitlines()) == 3  # header + 2 people
+
+
+def test_shards_split_people_and_merge_into_the_same_figures(run, tmp_path):
+    out, results, anchors, _ = run
+    header, *people = (out / RECORDS).read_text().splitlines()
+    for k, record in enumerate(people):  # as if two shard processes had each finished their person
+        (tmp_path / shard_records_name((k, 2))).write_text(header + "\n" + record + "\n")
+    seen = []
+    shard_run = run_eval(TINY, tmp_path, resume=True, anchors=anchors, shard=(0, 2), on_person=lambda *a: seen.append(a))
+    assert shard_run is None and seen == []  # person 0 is recorded, person 1 belongs to the other shard
+    merged = run_eval(TINY, tmp_path, resume=True, anchors=anchors, on_person=lambda *a: seen.append(a))
+    assert seen == [] and merged["rows"] == results["rows"]
+    with pytest.raises(BadOptionError, match="shard"):
+        run_eval(TINY, tmp_path, resume=True, anchors=anchors, shard=(2, 2))

@@ -29,6 +29,16 @@ def _floats(value: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {value!r}") from None
 
 
+def _shard(value: str) -> tuple[int, int]:
+    try:
+        index, count = (int(v) for v in value.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected K/N (e.g. 0/2), got {value!r}") from None
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"shard K/N needs 0 <= K < N, got {value!r}")
+    return index, count
+
+
 def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``eval`` on the main ``facecloak`` parser (the heavy imports happen only when it runs)."""
     p = sub.add_parser("eval", help="protection benchmark on LFW (PSR top-1/top-5, verification, SSIM/PSNR)",
@@ -45,17 +55,20 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--targets", "--target", type=_names, help="comma-separated attacker models (default sface,facenet)")
     p.add_argument("--no-ensemble", dest="ensemble", action="store_false", default=None,
                    help="skip our method against all surrogates at once")
-    p.add_argument("--methods", type=_names, help="subset of clean,noise,centre,pgd,ours_bm,ours")
+    p.add_argument("--methods", type=_names, help="subset of clean,noise,centre_uniform,centre,pgd,ours_bm,ours")
     p.add_argument("--jpeg", type=_ints, help="upload JPEG qualities, first = headline (default 90,75,50; 0 = none)")
     p.add_argument("--resize", type=float, help="upload downscale factor (default 0.8)")
     p.add_argument("--eps", type=float, help="budget in grey levels (default 8)")
     p.add_argument("--eps-focus", type=float, help="focus budget eps_A in grey levels (default 32)")
+    p.add_argument("--uniform-eps", type=float, help="uniform budget of the OPOM class-centre baseline, grey levels (default 22)")
     p.add_argument("--budget-scales", type=_floats, help="extra budget scales for PSR vs budget (default 0.5,1.5)")
     p.add_argument("--views", type=int, help="views per enrollment (default: the core's)")
     p.add_argument("--iterations", type=int, help="PGD iterations per enrollment (default: the core's)")
     p.add_argument("--seed", type=int)
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch/ONNX Runtime/OpenCV (default 1)")
-    p.add_argument("--resume", action="store_true", help="keep people already in OUTPUT/records.jsonl (same settings)")
+    p.add_argument("--resume", action="store_true", help="keep people already recorded in OUTPUT (same settings)")
+    p.add_argument("--shard", type=_shard, help="K/N: run only people K, K+N, ... into their own records file, "
+                   "for parallel processes; then run once more with --resume to merge and report")
     p.add_argument("--report-only", action="store_true", help="rewrite report.md and plots from OUTPUT/results.json")
     p.set_defaults(func=cmd_eval)
 
@@ -66,7 +79,7 @@ def config_from_args(args: argparse.Namespace):
 
     cfg = QUICK if args.quick else EvalConfig()
     given = {f.name: getattr(args, f.name) for f in fields(EvalConfig) if getattr(args, f.name, None) is not None}
-    for key in ("eps", "eps_focus"):
+    for key in ("eps", "eps_focus", "uniform_eps"):
         if key in given:
             given[key] = given[key] / 255.0
     if "people" in given and "gallery_people" not in given:
@@ -102,7 +115,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.threads < 1:
         raise BadOptionError(f"--threads must be >= 1, got {args.threads}")
-    results = run_eval(cfg, out, resume=args.resume, log=log, on_person=examples, threads=args.threads)
+    results = run_eval(cfg, out, resume=args.resume, log=log, on_person=examples, threads=args.threads, shard=args.shard)
+    if results is None:
+        print(f"shard {args.shard[0]}/{args.shard[1]} recorded in {out}; merge with: facecloak eval -o {out} --resume ...")
+        return 0
     report = write_report(results, out)
     print(f"wrote {out / RESULTS} and {report}")
     return 0

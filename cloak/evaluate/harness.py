@@ -22,7 +22,7 @@ from ..faces import FaceDetector, align_largest_face, to_chw_float
 from ..imageio import read_image
 from ..mask import Mask
 from ..models import get_card, torch_embedder
-from ..optimise import SurrogateTarget
+from ..optimise import BudgetConfig, SurrogateTarget
 from ..views import ViewRequest
 from .attacker import Attacker, AttackerGallery, build_attacker_gallery, photo_key
 from .baselines import centre_mask, face_budget, noise_mask, per_image_masks, shipped
@@ -141,13 +141,14 @@ class Harness:
                 variants.append(Variant("ours", label, 1.0, timed(f"ours/{label}", lambda: ours(names))))
             if "ours_bm" in methods and single:
                 variants.append(Variant("ours_bm", label, 1.0, timed(f"ours_bm/{label}", lambda: ours(names, matched=True))))
-            if "centre" in methods and single:
-                def centre() -> list[np.ndarray]:
-                    request = ViewRequest(enrollment, aligned.face, frame, base.views, seed)
-                    views = torch.from_numpy(self.enroller.view_generator.generate(request))
-                    mask = centre_mask(names, views, face_budget(aligned, cfg.budget()), frame, base.pgd, base.budget.eps, seed)
-                    return cloak(lambda i: mask)
-                variants.append(Variant("centre", label, 1.0, timed(f"centre/{label}", centre)))
+            for method, budget in (("centre_uniform", cfg.uniform_budget()), ("centre", cfg.budget())):
+                if method in methods and single:
+                    def centre(budget: BudgetConfig = budget) -> list[np.ndarray]:
+                        request = ViewRequest(enrollment, aligned.face, frame, base.views, seed)
+                        views = torch.from_numpy(self.enroller.view_generator.generate(request))
+                        mask = centre_mask(names, views, face_budget(aligned, budget), frame, base.pgd, budget.eps, seed)
+                        return cloak(lambda i: mask)
+                    variants.append(Variant(method, label, 1.0, timed(f"{method}/{label}", centre)))
             if "pgd" in methods and single:
                 def per_image() -> list[np.ndarray]:
                     found = [f for f in probe_faces if f is not None]

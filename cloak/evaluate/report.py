@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 
 LABELS = {
-    "clean": "clean (no cloak)", "noise": "uniform noise", "centre": "class centre (OPOM-style)",
+    "clean": "clean (no cloak)", "noise": "uniform noise",
+    "centre_uniform": "class centre, uniform budget (OPOM)", "centre": "class centre + our focus budget",
     "pgd": "per-image PGD (reference)", "ours_bm": "ours, eps_A = eps", "ours": "ours (full)",
 }
-EXAMPLE_METHODS = ("clean", "noise", "centre", "ours_bm", "ours", "pgd")
+EXAMPLE_METHODS = ("clean", "noise", "centre_uniform", "centre", "ours_bm", "ours", "pgd")
 REPORT = "report.md"
 BAR = ("The bar from the issue: the public research code's loop (SFace surrogate, 8 augmented views, same held-out "
        "protocol, JPEG 90) protected 6% of probes at top-1 and 1% at top-5 against an unseen recogniser, at SSIM 0.96.")
@@ -78,10 +79,11 @@ def plot_psr_vs_budget(results: dict, path: Path) -> bool:
             pts = sorted((r["eps_focus"], r["top1_psr"], r["box"]) for r in sweep if r["method"] == method and r["target"] == target)
             if pts:
                 ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], style, label=f"{LABELS[method]} → {target} ({pts[0][2]})")
-    for r in rows:
-        if r["method"] == "ours_bm" and r["surrogate"] == cfg["surrogates"][0]:
-            ax.plot([r["eps_focus"]], [100 * r["top1_psr"]], "x", ms=8, label=f"{LABELS['ours_bm']} → {r['target']}")
-    ax.set_xlabel("eps_A (grey levels; eps = eps_A / 4)")
+    for r in rows:  # single-budget rows as markers at their largest budget
+        if r["method"] in ("ours_bm", "centre_uniform") and r["surrogate"] == cfg["surrogates"][0]:
+            marker = "x" if r["method"] == "ours_bm" else "+"
+            ax.plot([r["eps_focus"]], [100 * r["top1_psr"]], marker, ms=8, label=f"{LABELS[r['method']]} → {r['target']}")
+    ax.set_xlabel("eps_A (grey levels; eps = eps_A / 4; uniform budgets: eps)")
     ax.set_ylabel(f"top-1 PSR % (JPEG {_jpeg_label(cfg['jpeg'][0])})")
     ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3)
@@ -164,7 +166,8 @@ def write_report(results: dict, out_dir: Path, title: str = "FaceCloak protectio
         + (", disjoint from the attacker's distractors)." if cfg["anchor_source"] == "split" else ", SHARED with the attacker's distractors: inflated).")
         + f" Upload: resize x{cfg['resize']} then JPEG {_jpeg_label(cfg['jpeg'][0])}; the attacker re-detects "
         f"(YuNet) and re-aligns every photo and embeds with ONNX Runtime. Budget eps = {cfg['eps'] * 255:.0f}, "
-        f"eps_A = {cfg['eps_focus'] * 255:.0f} grey levels. Verification thresholds at FAR {cfg['far']:g}: {thresholds}. "
+        f"eps_A = {cfg['eps_focus'] * 255:.0f} grey levels (the OPOM uniform-budget baseline: "
+        f"{cfg.get('uniform_eps', 0) * 255:.0f} everywhere). Verification thresholds at FAR {cfg['far']:g}: {thresholds}. "
         f"Seed {cfg['seed']}; {_person_minutes(results):.0f} min of per-person compute "
         f"({results.get('environment', {}).get('threads', '?')} thread(s); stage timings in results.json).",
         "",

@@ -51,6 +51,12 @@ def _git_commit() -> str:
     return (head or "unknown") + ("-dirty" if dirty.strip() else "")
 
 
+def shard_records_name(shard: tuple[int, int]) -> str:
+    """File one shard appends to, so parallel shard processes never write the same file."""
+    index, count = shard
+    return f"records-{index}-of-{count}.jsonl"
+
+
 def load_records(path: Path, cfg: EvalConfig) -> list[dict]:
     """Records of a previous run with the same settings; an error if the file holds another run's."""
     if not path.exists():
@@ -62,19 +68,34 @@ def load_records(path: Path, cfg: EvalConfig) -> list[dict]:
     return [json.loads(line) for line in lines[1:] if line.strip()]
 
 
+def load_all_records(out_dir: Path, cfg: EvalConfig) -> list[dict]:
+    """Records from records.jsonl and every shard file in ``out_dir``, one per person."""
+    by_person: dict[str, dict] = {}
+    for path in sorted(out_dir.glob("records*.jsonl")):
+        for record in load_records(path, cfg):
+            by_person.setdefault(record["person"], record)
+    return list(by_person.values())
+
+
 def run_eval(cfg: EvalConfig, out_dir: Path, resume: bool = False, log: Log = lambda msg: None,
              on_person: Callable[[int, dict, list[Variant]], None] | None = None,
-             anchors: AnchorGallery | None = None, threads: int = 1) -> dict:
+             anchors: AnchorGallery | None = None, threads: int = 1,
+             shard: tuple[int, int] | None = None) -> dict | None:
     """Evaluate every person not yet recorded, then write and return results.json's content.
 
     ``on_person(index, record, variants)`` is called after each newly evaluated person (examples figure).
+    With ``shard=(k, n)`` only people whose index is k mod n are run, into their own records file,
+    and nothing is summarised (returns None): a later run with ``resume`` merges every shard.
     """
     cfg.validate()
+    if shard is not None and not 0 <= shard[0] < shard[1]:
+        raise BadOptionError(f"shard must be K/N with 0 <= K < N, got {shard[0]}/{shard[1]}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / RECORDS
-    if path.exists() and not resume:
-        path.unlink()
-    records = load_records(path, cfg)
+    path = out_dir / (RECORDS if shard is None else shard_records_name(shard))
+    if not resume:  # a fresh unsharded run starts from nothing; a fresh shard only from its own file
+        for old in (out_dir.glob("records*.jsonl") if shard is None else [path]):
+            old.unlink(missing_ok=True)
+    records = load_all_records(out_dir, cfg)
     if not path.exists():
         path.write_text(json.dumps({"schema": SCHEMA, "fingerprint": cfg.fingerprint(), "commit": _git_commit()}) + "\n")
     header = json.loads(path.read_text().splitlines()[0])
@@ -82,7 +103,7 @@ def run_eval(cfg: EvalConfig, out_dir: Path, resume: bool = False, log: Log = la
     harness = Harness(cfg, log=log, anchors=anchors, threads=threads)
     done = {r["person"] for r in records}
     for index, person in enumerate(harness.dataset.people):
-        if person.name in done:
+        if person.name in done or (shard is not None and index % shard[1] != shard[0]):
             continue
         t0 = time.perf_counter()
         record, variants = harness.run_person(person)
@@ -93,6 +114,8 @@ def run_eval(cfg: EvalConfig, out_dir: Path, resume: bool = False, log: Log = la
             + " ".join(f"{k}={v:.0f}s" for k, v in record["seconds"].items()))
         if on_person:
             on_person(index, record, variants)
+    if shard is not None:
+        return None
     results = build_results(cfg, harness, records, time.time() - started)
     results["environment"].update(threads=threads, commit_at_start=header.get("commit"))
     (out_dir / RESULTS).write_text(json.dumps(results, indent=1) + "\n")

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from .metrics import NOT_FOUND, psr_at_k, verification_psr
-from .protocol import ENSEMBLE, NO_SURROGATE, EvalConfig
+from .protocol import ENSEMBLE, METHODS, NO_SURROGATE, EvalConfig
 
 
 def box(surrogate: str, target: str, surrogates: Sequence[str]) -> str:
@@ -28,6 +28,8 @@ def _budget(method: str, scale: float, cfg: EvalConfig) -> dict[str, float | Non
     """eps and eps_A in grey levels (None for the clean photos)."""
     if method == "clean":
         return {"eps": None, "eps_focus": None}
+    if method == "centre_uniform":
+        return {"eps": round(cfg.uniform_eps * 255, 2), "eps_focus": round(cfg.uniform_eps * 255, 2)}
     focus = cfg.eps if method == "ours_bm" else cfg.eps_focus
     return {"eps": round(cfg.eps * scale * 255, 2), "eps_focus": round(focus * scale * 255, 2)}
 
@@ -56,7 +58,7 @@ def summarise(records: Sequence[dict], cfg: EvalConfig, thresholds: dict[str, fl
             "no_face": round(float(np.mean(np.asarray(ranks) == NOT_FOUND)), 4) if ranks else None,
             "ssim": _mean(acc["ssim"]), "psnr": _mean(acc["psnr"]),
         })
-    order = {m: i for i, m in enumerate(("clean", "noise", "centre", "pgd", "ours_bm", "ours"))}
+    order = {m: i for i, m in enumerate(METHODS)}
     rows.sort(key=lambda r: (r["jpeg"] != cfg.jpeg[0], r["jpeg"], r["scale"] != 1.0, r["scale"], r["target"],
                              order.get(r["method"], 99), r["surrogate"]))
     return rows
