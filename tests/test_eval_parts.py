@@ -155,7 +155,8 @@ def test_report_draws_budget_and_jpeg_plots(tmp_path):
         attack = {str(q): {t: {"rank": [rank, 0], "genuine": [[0.1], [0.9]]} for t in cfg.targets} for q in cfg.jpeg}
         return {"method": method, "surrogate": surrogate, "scale": scale, "ssim": [0.9, 0.9], "psnr": [30.0, 31.0], "attack": attack}
     records = [{"variants": [variant("clean", "-", 1.0, 0), variant("noise", "-", 1.0, 0), variant("noise", "-", 0.5, 0),
-                             variant("ours", "sface", 1.0, 7), variant("ours", "sface", 0.5, 0), variant("ours_bm", "sface", 1.0, 0)]}]
+                             variant("ours", "sface", 1.0, 7), variant("ours", "sface", 0.5, 0), variant("ours_bm", "sface", 1.0, 0),
+                             variant("centre_uniform", "sface", 1.0, 0), variant("centre", "sface", 1.0, 7), variant("pgd", "sface", 1.0, 3)]}]
     rows = summarise(records, cfg, {"sface": 0.5, "facenet": 0.5})
     results = {
         "config": asdict(cfg), "rows": rows, "lpips": "not measured", "seconds": {"total": 60.0},
@@ -170,3 +171,7 @@ def test_report_draws_budget_and_jpeg_plots(tmp_path):
         assert Image.open(tmp_path / png).size[0] > 100
     assert "| ours (full) | sface | facenet | black-box | 8/32 | 50.0% | 50.0% | 50.0% |" in text
     assert "## Upload JPEG 50 (resize x0.8)" in text and "## Other budgets" in text
+    # the aim table: ours (50%) misses 80%, beats noise (0%) and the uniform class centre (0%), ties centre + focus (50%)
+    assert ("| sface -> facenet | 50.0% / 0.900 | NOT met | yes (+50.0 pts, SSIM 0.900 vs 0.900) | "
+            "yes (+50.0 pts, SSIM 0.900 vs 0.900) | no (+0.0 pts, SSIM 0.900 vs 0.900) |") in text
+    assert "**sface -> facenet: 50.0% < 80%.** Per-image PGD from the same surrogate and budget reaches 50.0%" in text

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 TINY = replace(
     EvalConfig(), people=2, probes=2, gallery_people=3, distractors=20, anchor_split=20,
-    surrogates=("facenet",), targets=("sface", "facenet"), methods=("clean", "noise", "pgd", "ours"),
+    surrogates=("facenet",), targets=("sface", "facenet"), methods=("clean", "noise", "centre_uniform", "pgd", "ours"),
     ensemble=False, jpeg=(90,), budget_scales=(), views=2, iterations=3,
 )
 
@@ -44,7 +44,7 @@ def test_results_have_every_row_and_figure(run):
     assert json.loads((out / RESULTS).read_text())["rows"] == results["rows"]
     assert len(results["dataset"]["people"]) == 2 and [i for i, _ in seen] == [0, 1]
     assert {(r["method"], r["target"]) for r in results["rows"]} == {
-        (m, t) for m in ("clean", "noise", "pgd", "ours") for t in ("sface", "facenet")}
+        (m, t) for m in ("clean", "noise", "centre_uniform", "pgd", "ours") for t in ("sface", "facenet")}
     for r in results["rows"]:
         assert r["probes"] == 4 and r["jpeg"] == 90
         for key in ("top1_psr", "top5_psr", "verification_psr", "no_face"):
@@ -63,7 +63,9 @@ def test_clean_photos_are_recognised_and_per_image_pgd_protects(run):
     pgd = rows(results, "pgd", "facenet")  # white-box upper reference
     assert pgd["box"] == "white-box" and pgd["top1_psr"] >= 0.75
     assert rows(results, "ours", "sface")["box"] == "black-box"
-    for method in ("noise", "pgd", "ours"):  # the cloak is visible in the numbers but bounded
+    uniform = rows(results, "centre_uniform", "facenet")  # OPOM's baseline: one flat budget, no focus regions
+    assert (uniform["eps"], uniform["eps_focus"]) == (22, 22) and uniform["box"] == "white-box"
+    for method in ("noise", "centre_uniform", "pgd", "ours"):  # the cloak is visible in the numbers but bounded
         assert 0.75 < rows(results, method, "facenet")["ssim"] < 0.999
 
 
