@@ -13,7 +13,7 @@ from facecloak.anchors.gallery import identity_of
 from facecloak.errors import BadOptionError
 from facecloak.evaluate.baselines import centre_targets, noise_mask, per_image_masks
 from facecloak.evaluate.cli import config_from_args
-from facecloak.evaluate.report import save_examples, write_report
+from facecloak.evaluate.report import _verdict, save_examples, write_report
 from facecloak.evaluate.protocol import QUICK, EvalConfig, load_dataset, person_seed, upload
 from facecloak.evaluate.summary import box, summarise
 from facecloak.faces import AlignedFrame
@@ -174,4 +174,10 @@ def test_report_draws_budget_and_jpeg_plots(tmp_path):
     # the aim table: ours (50%) misses 80%, beats noise (0%) and the uniform class centre (0%), ties centre + focus (50%)
     assert ("| sface -> facenet | 50.0% / 0.900 | NOT met | yes (+50.0 pts, SSIM 0.900 vs 0.900) | "
             "yes (+50.0 pts, SSIM 0.900 vs 0.900) | no (+0.0 pts, SSIM 0.900 vs 0.900) |") in text
+    # a baseline judged at its largest budget; when even that is less visible than ours, no verdict
+    ours_row = {"top1_psr": 0.8, "ssim": 0.90}
+    assert _verdict(ours_row, [{"top1_psr": 0.01, "ssim": 0.95}, {"top1_psr": 0.02, "ssim": 0.92}]) == (
+        "+78.0 pts at lower SSIM (SSIM 0.900 vs 0.920, its largest budget tested)")
+    assert _verdict(ours_row, [{"top1_psr": 0.5, "ssim": 0.89}]) == "yes (+30.0 pts, SSIM 0.900 vs 0.890)"
+    assert _verdict(ours_row, []) == "–"
     assert "**sface -> facenet: 50.0% < 80%.** Per-image PGD from the same surrogate and budget reaches 50.0%" in text
