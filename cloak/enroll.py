@@ -114,8 +114,7 @@ class Enroller:
                 chosen = select_anchors(gallery, name, user, get_card(name).match_threshold)
                 anchors[name] = (chosen.near_name, chosen.far_name)
                 anchor_sets[name] = AnchorSet(chosen.near, chosen.far, user)
-            frame_landmarks = np.hstack([aligned.face.landmarks, np.ones((5, 1))]) @ aligned.matrix.T
-            budget = budget_map(aligned.crop, frame_landmarks, config.budget)
+            budget = budget_map(aligned.crop, aligned.frame_landmarks, config.budget)
         report("anchors", 1.0)
         with _timed(timings, "optimise"):
             result = self.backend.optimise(views, budget, anchor_sets, config.pgd, config.seed, config.budget.eps,

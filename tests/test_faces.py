@@ -19,6 +19,8 @@ def test_alignment_puts_landmarks_on_the_template(detector, selfie):
     aligned = align_largest_face(detector, selfie, frame)
     again = detect_largest_face(detector, cv2.resize(aligned.crop, (224, 224))).landmarks / 2.0
     assert np.abs(again - frame.points()).mean() < 3.0
+    # the detected landmarks mapped into the frame land on the template too (budget stickers go there)
+    assert aligned.frame_landmarks.shape == (5, 2) and np.abs(aligned.frame_landmarks - frame.points()).mean() < 3.0
 
 
 def test_similarity_fit_recovers_a_known_transform():

@@ -21,14 +21,9 @@ from ..optimise import BudgetConfig, PGDConfig, SurrogateTarget, budget_map, run
 PER_IMAGE_STEPS = 10  # the issue's per-image reference: 10 steps at the same budget
 
 
-def frame_landmarks(aligned: AlignedFace) -> np.ndarray:
-    """The face's 5 landmarks in its aligned frame (where the budget's stickers are placed)."""
-    return np.hstack([aligned.face.landmarks, np.ones((5, 1))]) @ aligned.matrix.T
-
-
 def face_budget(aligned: AlignedFace, cfg: BudgetConfig) -> np.ndarray:
     """(S, S) per-pixel budget of one aligned face, exactly as enrollment computes it."""
-    return budget_map(aligned.crop, frame_landmarks(aligned), cfg)
+    return budget_map(aligned.crop, aligned.frame_landmarks, cfg)
 
 
 def shipped(mask: Mask) -> Mask:

@@ -16,6 +16,11 @@ class AlignedFace:
     matrix: np.ndarray  # 2x3, photo -> frame
     crop: np.ndarray  # (S, S, 3) uint8 RGB
 
+    @property
+    def frame_landmarks(self) -> np.ndarray:
+        """The face's 5 landmarks in the aligned frame (where the budget's stickers are placed)."""
+        return np.hstack([self.face.landmarks, np.ones((5, 1))]) @ self.matrix.T
+
 
 def align_largest_face(detector: FaceDetector, rgb: np.ndarray, frame: AlignedFrame) -> AlignedFace:
     """Detect the largest face in ``rgb`` and return its aligned crop (NoFaceError if none)."""
