@@ -32,8 +32,6 @@ from facecloak.evaluate.harness import Harness, Variant
 from facecloak.evaluate.protocol import EvalConfig, person_seed
 from facecloak.faces import align_largest_face
 from facecloak.imageio import read_image
-from facecloak.models.onnx_torch import OPS
-from facecloak.models.surrogate import _to_model_input
 from facecloak.optimise import SurrogateTarget
 from facecloak.views import ViewRequest
 
@@ -66,16 +64,6 @@ def eq4(emb: torch.Tensor, t: SurrogateTarget) -> torch.Tensor:
     return (emb - t.far).norm(dim=1) - (emb - t.near).norm(dim=1)
 
 
-def tapped_forward(embedder, faces: torch.Tensor, tap: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The surrogate's embedding and one intermediate activation, from the same forward pass."""
-    net = embedder.net
-    env = {"": None, **{n: getattr(net, b) for n, b in net._names.items()}}
-    env.update(zip(net.input_names, [_to_model_input(faces, embedder.card)]))
-    for op, ins, outs, attrs in net._nodes:
-        env[outs[0]] = OPS[op]([env[i] for i in ins], attrs)
-    return F.normalize(env[net.output_names[0]], dim=-1), env[tap]
-
-
 def mid_layer_setup(p: Person, surrogate: str, base: pgd.PGDConfig, weight: float = 3.0) -> tuple[Setup, list]:
     """Eq. 4 + self term, minus ``weight`` x the relative change of a mid-layer activation (FDA/ILA-style)."""
     state: dict = {}
@@ -86,9 +74,9 @@ def mid_layer_setup(p: Person, surrogate: str, base: pgd.PGDConfig, weight: floa
         return original_diversify(x, draw)
 
     def embed(batch: torch.Tensor) -> torch.Tensor:
-        out, state["feat"] = tapped_forward(p.anchors.embed, batch, MID_LAYER[surrogate])
+        out, state["feat"] = p.anchors.embed.with_activation(batch, MID_LAYER[surrogate])
         with torch.no_grad():  # the clean views through the same random transform
-            _, state["clean"] = tapped_forward(p.anchors.embed, original_diversify(p.views, state["draw"]), MID_LAYER[surrogate])
+            _, state["clean"] = p.anchors.embed.with_activation(original_diversify(p.views, state["draw"]), MID_LAYER[surrogate])
         return out
 
     def loss(emb: torch.Tensor, t: SurrogateTarget, w: float) -> torch.Tensor:

@@ -26,6 +26,17 @@ def test_torch_path_matches_onnx_runtime(name, aligned_faces):
     assert np.abs(out - ref).max() < 1e-4
 
 
+def test_embedding_with_an_intermediate_activation(aligned_faces):
+    embed = torch_embedder("sface")
+    x = torch.from_numpy(aligned_faces[:2])
+    with torch.no_grad():
+        emb, act = embed.with_activation(x, "conv_8_relu")
+        assert torch.allclose(emb, embed(x))  # the same forward pass as the embedding
+    assert act.ndim == 4 and act.shape[0] == 2 and act.abs().sum() > 0
+    with pytest.raises(KeyError, match="no value named"):
+        embed.with_activation(x, "conv_8_dw_conv2d")  # folded into its batch norm's output
+
+
 @pytest.mark.parametrize("name", ["sface", "facenet"])
 def test_input_gradients_are_finite_and_nonzero(name, aligned_faces):
     x = torch.from_numpy(aligned_faces[:2]).requires_grad_(True)

@@ -189,12 +189,17 @@ class OnnxGraphModule(torch.nn.Module):
         self.register_buffer(buffer, tensor.float() if tensor.is_floating_point() else tensor, persistent=False)
         self._names[name] = buffer
 
-    def forward(self, *inputs: Tensor) -> Tensor | tuple[Tensor, ...]:
+    def run(self, *inputs: Tensor) -> dict[str, Tensor | None]:
+        """Evaluate the graph; every named value (outputs and intermediate activations) by name."""
         env: dict[str, Tensor | None] = {"": None}
         env.update({name: getattr(self, buf) for name, buf in self._names.items()})
         env.update(zip(self.input_names, inputs))
         for op, ins, outs, attrs in self._nodes:
             env[outs[0]] = OPS[op]([env[i] for i in ins], attrs)
+        return env
+
+    def forward(self, *inputs: Tensor) -> Tensor | tuple[Tensor, ...]:
+        env = self.run(*inputs)
         results = tuple(env[o] for o in self.output_names)
         return results[0] if len(results) == 1 else results
 

@@ -36,6 +36,13 @@ class TorchEmbedder(torch.nn.Module):
     def forward(self, faces: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.net(_to_model_input(faces, self.card)), dim=-1)
 
+    def with_activation(self, faces: torch.Tensor, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The embedding and one intermediate activation (a value name in the ONNX graph), one forward pass."""
+        env = self.net.run(_to_model_input(faces, self.card))
+        if layer not in env:
+            raise KeyError(f"{self.card.name} has no value named {layer!r} (batch norms folded into convs are renamed)")
+        return F.normalize(env[self.net.output_names[0]], dim=-1), env[layer]
+
 
 def _dynamic_batch(model: onnx.ModelProto) -> onnx.ModelProto:
     """Make the first dimension of every graph input/output symbolic (some files fix it at 1)."""
