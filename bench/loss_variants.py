@@ -24,11 +24,9 @@ import torch
 import torch.nn.functional as F
 
 import facecloak.optimise.pgd as pgd
-from facecloak.apply import apply_mask_with_landmarks
 from facecloak.enroll import EnrollConfig
-from facecloak.errors import FaceCloakError
 from facecloak.evaluate.baselines import _as_mask, centre_targets, face_budget
-from facecloak.evaluate.harness import Harness, Variant
+from facecloak.evaluate.harness import Harness, Variant, align_probes, cloak_probes
 from facecloak.evaluate.protocol import EvalConfig, person_seed
 from facecloak.faces import align_largest_face
 from facecloak.imageio import read_image
@@ -141,12 +139,7 @@ def main() -> None:
         enrollment = read_image(person.photos[0])
         probes = [read_image(path) for path in person.photos[1 : cfg.probes + 1]]
         aligned = align_largest_face(harness.detector, enrollment, base.frame)
-        faces = []
-        for photo in probes:
-            try:
-                faces.append(align_largest_face(harness.detector, photo, base.frame))
-            except FaceCloakError:
-                faces.append(None)
+        faces = align_probes(harness.detector, probes, base.frame)
         views = torch.from_numpy(harness.enroller.view_generator.generate(ViewRequest(enrollment, aligned.face, base.frame, base.views, seed)))
         anchors = harness.anchor_targets((args.surrogate,), aligned.crop)[0]
         with torch.no_grad():
@@ -167,7 +160,7 @@ def main() -> None:
                 for patch in patches:
                     patch.stop()
             mask = _as_mask(delta, base.frame, (args.surrogate,))
-            cloaked = [photo if f is None else apply_mask_with_landmarks(photo, mask, f.face.landmarks) for photo, f in zip(probes, faces)]
+            cloaked = cloak_probes(probes, faces, lambda i: mask)
             record = harness._score(person, Variant(name, args.surrogate, 1.0, cloaked), probes)
             outcome = record["attack"][str(cfg.jpeg[0])][args.target]
             acc = pooled.setdefault(name, {"rank": [], "genuine": [], "ssim": []})

@@ -18,7 +18,7 @@ from ..anchors import AnchorGallery, select_anchors
 from ..apply import apply_mask_with_landmarks, measure_quality
 from ..enroll import EnrollConfig, Enroller
 from ..errors import FaceCloakError
-from ..faces import FaceDetector, align_largest_face, to_chw_float
+from ..faces import AlignedFace, AlignedFrame, FaceDetector, align_largest_face, to_chw_float
 from ..imageio import read_image
 from ..mask import Mask
 from ..models import get_card, torch_embedder
@@ -40,6 +40,23 @@ class Variant:
     surrogate: str
     scale: float
     photos: list[np.ndarray] = field(default_factory=list)
+
+
+def align_probes(detector: FaceDetector, probes: list[np.ndarray], frame: AlignedFrame) -> list[AlignedFace | None]:
+    """The defender's own detection of each probe, as `facecloak apply` would do (None: no face found)."""
+    faces: list[AlignedFace | None] = []
+    for photo in probes:
+        try:
+            faces.append(align_largest_face(detector, photo, frame))
+        except FaceCloakError:
+            faces.append(None)
+    return faces
+
+
+def cloak_probes(probes: list[np.ndarray], faces: list[AlignedFace | None], mask_for: Callable[[int], Mask]) -> list[np.ndarray]:
+    """Each probe with its mask applied at full resolution; a probe with no detected face stays clean."""
+    return [photo if face is None else apply_mask_with_landmarks(photo, mask_for(i), face.face.landmarks)
+            for i, (photo, face) in enumerate(zip(probes, faces))]
 
 
 class Harness:
@@ -104,16 +121,10 @@ class Harness:
         probes = [read_image(p) for p in person.photos[1 : cfg.probes + 1]]
         frame = EnrollConfig().frame
         aligned = align_largest_face(self.detector, enrollment, frame)
-        probe_faces = []
-        for photo in probes:  # the defender's own detection, as `facecloak apply` would do
-            try:
-                probe_faces.append(align_largest_face(self.detector, photo, frame))
-            except FaceCloakError:
-                probe_faces.append(None)
+        probe_faces = align_probes(self.detector, probes, frame)
 
         def cloak(mask_for: Callable[[int], Mask]) -> list[np.ndarray]:
-            return [photo if face is None else apply_mask_with_landmarks(photo, mask_for(i), face.face.landmarks)
-                    for i, (photo, face) in enumerate(zip(probes, probe_faces))]
+            return cloak_probes(probes, probe_faces, mask_for)
 
         def timed(key: str, fn: Callable[[], list[np.ndarray]]) -> list[np.ndarray]:
             start = time.perf_counter()
