@@ -141,7 +141,7 @@ class EnrollPool:
                     self.metrics.stage_seconds.labels(stage).observe(seconds)
             job.events.put(JobOutcome(results, queue_seconds, [c.seed for c in job.configs]))
         except JobStopped as exc:
-            job.events.put(ServiceError(str(exc), _STOP_MESSAGES[str(exc)]))
+            job.events.put(stopped_error(str(exc)))
         except BaseException as exc:  # noqa: BLE001 - every failure must reach the caller
             if not isinstance(exc, ServiceError) and ServiceError.from_exception(exc).reason == "INTERNAL":
                 log.exception("enrollment failed", extra={"request_id": job.request_id})
@@ -163,6 +163,11 @@ class EnrollPool:
         with self._lock:
             self._closed = True
         self._executor.shutdown(wait=wait)
+
+
+def stopped_error(reason: str) -> ServiceError:
+    """The error for a job abandoned because of ``reason`` (CANCELLED, DEADLINE_EXCEEDED or SHUTTING_DOWN)."""
+    return ServiceError(reason, _STOP_MESSAGES[reason])
 
 
 _STOP_MESSAGES = {

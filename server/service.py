@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import queue
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,12 +23,16 @@ from ..proto.convert import OptionLimits, configs_from_options
 from .auth import ApiKeyAuth, RateLimiter
 from .errors import REQUEST_ID_KEY, ServiceError, abort
 from .metrics import Metrics
-from .pool import EnrollPool, Job, JobOutcome, ProgressEvent
+from .pool import EnrollPool, Job, JobOutcome, ProgressEvent, stopped_error
 
 log = logging.getLogger("facecloak.server")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EnrollmentService"].full_name
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _POLL_SECONDS = 0.5
+# The client's deadline timer fires first and its cancel can reach us shortly before our own copy of the
+# deadline runs out (grpc-timeout is rounded up and counted from the headers' arrival): a cancel this
+# close to the deadline is the deadline.
+_DEADLINE_SLACK_SECONDS = 0.5
 
 
 class Malformed:
@@ -111,7 +116,11 @@ class EnrollmentServicer:
                 response_serializer=pb.DescribeResponse.SerializeToString),
         })
 
-    def _finish(self, method: str, request_id: str, start: float, error: ServiceError | None, **fields) -> None:
+    def _finish(self, method: str, request_id: str, start: float, error: ServiceError | None,
+                once: threading.Lock | None = None, **fields) -> None:
+        """Count and log one finished RPC; with ``once``, only the first caller holding that lock does."""
+        if once is not None and not once.acquire(blocking=False):
+            return
         code = error.code.name if error else "OK"
         self.metrics.requests.labels(method, code).inc()
         if error:
@@ -140,22 +149,31 @@ class EnrollmentServicer:
         request_id, start = request_id_of(context), time.monotonic()
         context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
         key_id, job, error = None, None, None
+        # Recorded once: by this generator, or by gRPC's termination callback when the client went away
+        # (gRPC may never resume or close the generator of a dead call).
+        once = threading.Lock()
+
+        def record(error: ServiceError | None, **fields) -> None:
+            self._finish("Enroll", request_id, start, error, once=once, key_id=key_id, **fields)
+
+        def end_early(stopping: Job, reason: str) -> None:
+            stopping.stop(reason)
+            record(stopped_error(reason))
+
         try:
             key_id = self._authenticate(request, context)
             if not self.readiness.ready:
                 raise ServiceError("MODELS_NOT_READY", f"not ready: {self.readiness.problem}")
             self.limiter.acquire(key_id or peer_host(context.peer()))
             configs = configs_from_options(request.options, self.defaults, self.limits)
-            job = self._admit(request, configs, request_id, context)
+            job = self._admit(request, configs, request_id, context, end_early)
             yield _progress("queued", 0.0, ahead=job.ahead)
             outcome = yield from self._follow(job, context)
             response = result_message(outcome, request_id)
             del outcome  # the masks now live only in the response
         except GeneratorExit:  # gRPC dropped the stream: the client went away while we were sending
-            reason = "DEADLINE_EXCEEDED" if _expired(context) else "CANCELLED"
             if job is not None:
-                job.stop(reason)
-            self._finish("Enroll", request_id, start, ServiceError(reason, reason.lower()), key_id=key_id)
+                end_early(job, _early_end_reason(context))
             raise
         except ServiceError as err:
             error = err
@@ -164,16 +182,18 @@ class EnrollmentServicer:
             if error.reason == "INTERNAL":
                 log.exception("Enroll failed", extra={"request_id": request_id})
         if error is not None:
-            self._finish("Enroll", request_id, start, error, key_id=key_id)
+            record(error)
             abort(context, error, request_id)
         self.metrics.enroll_seconds.observe(time.monotonic() - start)
-        self._finish("Enroll", request_id, start, None, key_id=key_id, masks=len(response.result.masks),
-                     queue_ms=round(response.result.queue_seconds * 1000, 1))
+        record(None, masks=len(response.result.masks), queue_ms=round(response.result.queue_seconds * 1000, 1))
         yield response
 
     def _admit(self, request: pb.EnrollRequest, configs: list[EnrollConfig], request_id: str,
-               context: grpc.ServicerContext) -> Job:
-        """Reserve a queue slot, decode the photo, drop the upload bytes, hand the job to a worker."""
+               context: grpc.ServicerContext, end_early: Callable[[Job, str], None]) -> Job:
+        """Reserve a queue slot, decode the photo, drop the upload bytes, hand the job to a worker.
+
+        ``end_early(job, reason)`` runs if the call ends (cancel, deadline) while the job may still run.
+        """
         ahead = self.pool.reserve()
         try:
             photo = decode_image(request.image, self.image_limits)
@@ -182,7 +202,7 @@ class EnrollmentServicer:
             deadline = None if remaining is None else time.monotonic() + remaining
             job = Job(request_id, configs, photo, deadline=deadline, ahead=ahead)
             del photo
-            if not context.add_callback(lambda: job.stop("DEADLINE_EXCEEDED" if _expired(context) else "CANCELLED")):
+            if not context.add_callback(lambda: end_early(job, _early_end_reason(context))):
                 job.stop("CANCELLED")
             self.pool.submit(job)
         except RuntimeError:  # the executor refused: we are shutting down
@@ -208,6 +228,7 @@ class EnrollmentServicer:
                 raise event
 
 
-def _expired(context: grpc.ServicerContext) -> bool:
+def _early_end_reason(context: grpc.ServicerContext) -> str:
+    """Why a call ended before its handler did: DEADLINE_EXCEEDED near the deadline, else CANCELLED."""
     remaining = context.time_remaining()
-    return remaining is not None and remaining <= 0
+    return "DEADLINE_EXCEEDED" if remaining is not None and remaining <= _DEADLINE_SLACK_SECONDS else "CANCELLED"

@@ -16,6 +16,7 @@ from facecloak.errors import AssetMissingError
 from facecloak.optimise import PGDConfig
 from facecloak.server.app import default_warmup
 from facecloak.server.errors import ServiceError
+from facecloak.server.service import _early_end_reason
 from .test_server_helpers import LONG, TINY, client_for, lfw_bytes, options, remote_error, running_server, wait_until
 
 PHOTO = lfw_bytes("Tony_Blair", 1)
@@ -111,6 +112,20 @@ def test_deadline_stops_the_work():
         wait_until(lambda: server.pool.running == 0, timeout=15, what="the worker to stop")
         wait_until(lambda: server.metrics.value("facecloak_errors_total", {"reason": "DEADLINE_EXCEEDED"}) == 1,
                    what="the deadline to be counted")
+        time.sleep(1.0)  # the worker's own error event arrives after the call ended: it must not count again
+        assert server.metrics.value("facecloak_requests_total", {"method": "Enroll", "code": "DEADLINE_EXCEEDED"}) == 1
+        assert cancelled(server) == 0
+
+
+@pytest.mark.parametrize("remaining, reason", [(None, "CANCELLED"), (30.0, "CANCELLED"), (0.2, "DEADLINE_EXCEEDED"),
+                                               (-0.1, "DEADLINE_EXCEEDED")])
+def test_a_cancel_at_the_deadline_counts_as_the_deadline(remaining, reason):
+    class EndedCall:  # just the one ServicerContext method the decision reads
+        def time_remaining(self):
+            return remaining
+
+    # the client's deadline timer fires first, and its cancel reaches us a moment before our copy expires
+    assert _early_end_reason(EndedCall()) == reason
 
 
 class PausingEnroller(Enroller):
