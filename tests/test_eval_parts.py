@@ -145,6 +145,9 @@ def test_summary_pools_people_and_labels_boxes():
     assert ours["box"] == "black-box" and ours["no_face"] == 0.25 and ours["eps_focus"] == 32
     clean = rows[("clean", "-")]
     assert (clean["top1_psr"], clean["verification_psr"], clean["box"], clean["eps"]) == (0.25, 0.0, "none", None)
+    # per-person top-1 counts (a missed face counts as protected) and a people-bootstrap interval around the pooled PSR
+    assert (ours["person_top1"], ours["person_probes"], clean["person_top1"]) == ([1, 2], [2, 2], [0, 1])
+    assert ours["top1_psr_ci"][0] <= 0.75 <= ours["top1_psr_ci"][1] and clean["top1_psr_ci"] == [0.0, 0.5]
     assert box("ensemble", "facenet", cfg.surrogates) == "white-box"
     assert box("facenet", "facenet", cfg.surrogates) == "white-box"
 
@@ -172,8 +175,9 @@ def test_report_draws_budget_and_jpeg_plots(tmp_path):
     assert "| ours (full) | sface | facenet | black-box | 8/32 | 50.0% | 50.0% | 50.0% |" in text
     assert "## Upload JPEG 50 (resize x0.8)" in text and "## Other budgets" in text
     # the aim table: ours (50%) misses 80%, beats noise (0%) and the uniform class centre (0%), ties centre + focus (50%)
-    assert ("| sface -> facenet | 50.0% / 0.900 | NOT met | yes (+50.0 pts, SSIM 0.900 vs 0.900) | "
-            "yes (+50.0 pts, SSIM 0.900 vs 0.900) | no (+0.0 pts, SSIM 0.900 vs 0.900) |") in text
+    assert ("| sface -> facenet | 50.0% (50.0–50.0) / 0.900 | NOT met | yes (+50.0 pts, 95% CI +50.0..+50.0, SSIM 0.900 vs 0.900) | "
+            "yes (+50.0 pts, 95% CI +50.0..+50.0, SSIM 0.900 vs 0.900) | tie (+0.0 pts, 95% CI +0.0..+0.0, SSIM 0.900 vs 0.900) |") in text
+    assert "| ours (full) | sface | facenet | black-box | 8/32 | 50.0% | 50.0–50.0 | 50.0% |" in text  # at a glance: with CI
     # a baseline judged at its largest budget; when even that is less visible than ours, no verdict
     ours_row = {"top1_psr": 0.8, "ssim": 0.90}
     assert _verdict(ours_row, [{"top1_psr": 0.01, "ssim": 0.95}, {"top1_psr": 0.02, "ssim": 0.92}]) == (

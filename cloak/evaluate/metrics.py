@@ -43,15 +43,16 @@ def true_ranks(scores: np.ndarray, truth: Sequence[int]) -> np.ndarray:
     return np.where(np.isneginf(own), scores.shape[1], ranks)
 
 
-def psr_at_k(ranks: Sequence[int], k: int) -> float:
-    """Protection success rate: share of probes whose true identity is not in the top ``k``.
-
-    A probe with rank NOT_FOUND (no face detected by the attacker) counts as protected.
-    """
+def protected_at_k(ranks: Sequence[int], k: int) -> np.ndarray:
+    """Per probe: is its true identity outside the top ``k``? NOT_FOUND (no face detected) counts as protected."""
     ranks = np.asarray(ranks, dtype=np.int64)
-    if ranks.size == 0:
-        return float("nan")
-    return float(np.mean((ranks == NOT_FOUND) | (ranks >= k)))
+    return (ranks == NOT_FOUND) | (ranks >= k)
+
+
+def psr_at_k(ranks: Sequence[int], k: int) -> float:
+    """Protection success rate: share of probes whose true identity is not in the top ``k``."""
+    protected = protected_at_k(ranks, k)
+    return float(protected.mean()) if protected.size else float("nan")
 
 
 def threshold_at_far(impostor: np.ndarray, far: float) -> float:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .uncertainty import gap_interval
+
 LABELS = {
     "clean": "clean (no cloak)", "noise": "uniform noise",
     "centre_uniform": "class centre, uniform budget (OPOM)", "centre": "class centre + our focus budget",
@@ -16,6 +18,9 @@ EXAMPLE_METHODS = ("clean", "noise", "centre_uniform", "centre", "ours_bm", "our
 REPORT = "report.md"
 BAR = ("The bar from the issue: the public research code's loop (SFace surrogate, 8 augmented views, same held-out "
        "protocol, JPEG 90) protected 6% of probes at top-1 and 1% at top-5 against an unseen recogniser, at SSIM 0.96.")
+INTERVALS = ("Intervals: 95% bootstrap over people (one mask serves all of a person's probes, so people, not probes, "
+             "are resampled); a gap's interval resamples the same people for both rows. \"tie\": the gap's interval "
+             "contains zero.")
 
 
 def _pyplot():
@@ -52,15 +57,22 @@ def main_rows(results: dict) -> list[dict]:
     return [r for r in results["rows"] if r["jpeg"] == cfg["jpeg"][0] and r["scale"] == 1.0]
 
 
-def table(rows: Sequence[dict]) -> str:
-    head = ("| method | surrogate | target | box | eps/eps_A | top-1 PSR | top-5 PSR | verif. PSR @FAR | no face | SSIM "
-            "| PSNR dB | probes |")
-    lines = [head, "|" + "---|" * 12]
+def _interval_label(row: dict) -> str:
+    ci = row.get("top1_psr_ci")
+    return "–" if not ci else f"{100 * ci[0]:.1f}–{100 * ci[1]:.1f}"
+
+
+def table(rows: Sequence[dict], intervals: bool = False) -> str:
+    """One line per row; ``intervals`` adds the top-1 PSR's 95% people-bootstrap interval."""
+    ci_head, ci_cell = (" 95% CI |", lambda r: f" {_interval_label(r)} |") if intervals else ("", lambda r: "")
+    head = (f"| method | surrogate | target | box | eps/eps_A | top-1 PSR |{ci_head} top-5 PSR | verif. PSR @FAR | no face "
+            "| SSIM | PSNR dB | probes |")
+    lines = [head, "|" + "---|" * (13 if intervals else 12)]
     for r in rows:
         lines.append(
             f"| {LABELS.get(r['method'], r['method'])} | {r['surrogate']} | {r['target']} | {r['box']} | "
-            f"{_budget_label(r)} | {_pct(r['top1_psr'])} | {_pct(r['top5_psr'])} | {_pct(r['verification_psr'])} | {_pct(r['no_face'])} | "
-            f"{_num(r['ssim'], '.3f')} | {_num(r['psnr'], '.1f')} | {r['probes']} |"
+            f"{_budget_label(r)} | {_pct(r['top1_psr'])} |{ci_cell(r)} {_pct(r['top5_psr'])} | {_pct(r['verification_psr'])} | "
+            f"{_pct(r['no_face'])} | {_num(r['ssim'], '.3f')} | {_num(r['psnr'], '.1f')} | {r['probes']} |"
         )
     return "\n".join(lines)
 
@@ -77,13 +89,34 @@ def _verdict(ours: dict, candidates: Sequence[dict]) -> str:
     if not candidates:
         return "–"
     other = min(candidates, key=lambda r: r["ssim"] if r["ssim"] is not None else 1.0)
-    gap = 100 * (ours["top1_psr"] - other["top1_psr"])
+    gap = _gap(ours, other)
     ssims = f"SSIM {_num(ours['ssim'], '.3f')} vs {_num(other['ssim'], '.3f')}"
     if ours["ssim"] is None or other["ssim"] is None:
-        return f"{gap:+.1f} pts, SSIM unknown"
+        return f"{gap}, SSIM unknown"
     if ours["ssim"] < other["ssim"] - 5e-4:
-        return f"{gap:+.1f} pts at lower SSIM ({ssims}, its largest budget tested)"
-    return f"{'yes' if gap > 0 else 'no'} ({gap:+.1f} pts, {ssims})"
+        return f"{gap} at lower SSIM ({ssims}, its largest budget tested)"
+    return f"{_beats(ours, other)} ({gap}, {ssims})"
+
+
+def _paired(ours: dict, other: dict):
+    """The paired people-bootstrap interval of ours - other, or None for rows without per-person counts."""
+    if not (ours.get("person_top1") and other.get("person_top1")):
+        return None
+    return gap_interval(ours["person_top1"], other["person_top1"], ours["person_probes"])
+
+
+def _gap(ours: dict, other: dict) -> str:
+    points = f"{100 * (ours['top1_psr'] - other['top1_psr']):+.1f} pts"
+    ci = _paired(ours, other)
+    return points if ci is None else f"{points}, 95% CI {100 * ci.low:+.1f}..{100 * ci.high:+.1f}"
+
+
+def _beats(ours: dict, other: dict) -> str:
+    """yes / no, or "tie" when the paired interval of the gap contains zero."""
+    ci = _paired(ours, other)
+    if ci is not None and ci.spans_zero():
+        return "tie"
+    return "yes" if ours["top1_psr"] > other["top1_psr"] else "no"
 
 
 def aim_section(results: dict) -> list[str]:
@@ -95,13 +128,14 @@ def aim_section(results: dict) -> list[str]:
     def budgets(method: str, surrogate: str, target: str) -> list[dict]:
         return [r for r in results["rows"] if (r["method"], r["surrogate"], r["target"], r["jpeg"]) == (method, surrogate, target, headline)]
 
-    lines = ["| surrogate -> target | ours top-1 / SSIM | aim | beats noise | beats OPOM class centre (uniform) "
+    lines = ["| surrogate -> target | ours top-1 (95% CI) / SSIM | aim | beats noise | beats OPOM class centre (uniform) "
              "| vs class centre + our focus budget |", "|" + "---|" * 6]
     notes = []
     for r in (r for r in rows if r["method"] == "ours" and r["box"] == "black-box"):
         s, t = r["surrogate"], r["target"]
         met = r["top1_psr"] >= AIM_PSR and (r["ssim"] or 0) >= AIM_SSIM
-        lines.append(f"| {s} -> {t} | {_pct(r['top1_psr'])} / {_num(r['ssim'], '.3f')} | {'met' if met else 'NOT met'} | "
+        lines.append(f"| {s} -> {t} | {_pct(r['top1_psr'])} ({_interval_label(r)}) / {_num(r['ssim'], '.3f')} | "
+                     f"{'met' if met else 'NOT met'} | "
                      f"{_verdict(r, budgets('noise', '-', t))} | {_verdict(r, budgets('centre_uniform', s, t))} | "
                      f"{_verdict(r, budgets('centre', s, t))} |")
         if met:
@@ -116,6 +150,7 @@ def aim_section(results: dict) -> list[str]:
             parts.append(f"Even white-box (mask optimised on {t} itself) a universal mask reaches {_pct(white['top1_psr'])}"
                          + (f", the ensemble {_pct(ensemble['top1_psr'])}" if ensemble else "") + ".")
         notes.append(" ".join(parts))
+    notes.append(INTERVALS)
     return lines + [line for note in notes for line in ("", note)]
 
 
@@ -227,7 +262,7 @@ def write_report(results: dict, out_dir: Path, title: str = "FaceCloak protectio
         "",
         f"## At a glance: black-box rows (target never used in optimisation), JPEG {_jpeg_label(cfg['jpeg'][0])}",
         "",
-        table([r for r in rows if r["box"] in ("black-box", "none")]),
+        table([r for r in rows if r["box"] in ("black-box", "none")], intervals=True),
         "",
         BAR,
         "",

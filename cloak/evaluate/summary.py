@@ -7,8 +7,9 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from .metrics import NOT_FOUND, psr_at_k, verification_psr
+from .metrics import NOT_FOUND, protected_at_k, psr_at_k, verification_psr
 from .protocol import ENSEMBLE, METHODS, NO_SURROGATE, EvalConfig
+from .uncertainty import psr_interval
 
 
 def box(surrogate: str, target: str, surrogates: Sequence[str]) -> str:
@@ -35,13 +36,18 @@ def _budget(method: str, scale: float, cfg: EvalConfig) -> dict[str, float | Non
 
 
 def summarise(records: Sequence[dict], cfg: EvalConfig, thresholds: dict[str, float]) -> list[dict]:
-    """Pool every person's probes per row. PSNR skips identical photos (infinite PSNR)."""
+    """Pool every person's probes per row. PSNR skips identical photos (infinite PSNR).
+
+    Each row also keeps its per-person top-1 counts (``person_top1`` protected of ``person_probes``, in
+    ``records`` order, None where a person lacks the row) so intervals and paired gaps can be drawn later.
+    """
     pooled: dict[tuple, dict[str, list]] = defaultdict(lambda: defaultdict(list))
-    for record in records:
+    for index, record in enumerate(records):
         for v in record["variants"]:
             for jpeg, per_model in v["attack"].items():
                 for target, out in per_model.items():
                     acc = pooled[(v["method"], v["surrogate"], v["scale"], target, int(jpeg))]
+                    acc["person_top1"].append((index, int(protected_at_k(out["rank"], 1).sum()), len(out["rank"])))
                     acc["rank"] += out["rank"]
                     acc["genuine"] += out["genuine"]
                     acc["ssim"] += v["ssim"]
@@ -49,14 +55,19 @@ def summarise(records: Sequence[dict], cfg: EvalConfig, thresholds: dict[str, fl
     rows = []
     for (method, surrogate, scale, target, jpeg), acc in pooled.items():
         ranks = acc["rank"]
+        top1, probes = [None] * len(records), [None] * len(records)
+        for index, protected, count in acc["person_top1"]:
+            top1[index], probes[index] = protected, count
+        ci = psr_interval(top1, probes)
         rows.append({
             "method": method, "surrogate": surrogate, "target": target, "box": box(surrogate, target, cfg.surrogates),
             "scale": scale, **_budget(method, scale, cfg),
             "jpeg": jpeg, "resize": cfg.resize, "probes": len(ranks),
-            "top1_psr": round(psr_at_k(ranks, 1), 4), "top5_psr": round(psr_at_k(ranks, 5), 4),
+            "top1_psr": round(psr_at_k(ranks, 1), 4), "top1_psr_ci": [ci.low, ci.high], "top5_psr": round(psr_at_k(ranks, 5), 4),
             "verification_psr": round(verification_psr(acc["genuine"], thresholds[target]), 4),
             "no_face": round(float(np.mean(np.asarray(ranks) == NOT_FOUND)), 4) if ranks else None,
             "ssim": _mean(acc["ssim"]), "psnr": _mean(acc["psnr"]),
+            "person_top1": top1, "person_probes": probes,
         })
     order = {m: i for i, m in enumerate(METHODS)}
     rows.sort(key=lambda r: (r["jpeg"] != cfg.jpeg[0], r["jpeg"], r["scale"] != 1.0, r["scale"], r["target"],
