@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 import facecloak.optimise.pgd as pgd
 from facecloak.enroll import EnrollConfig
-from facecloak.evaluate.baselines import _as_mask, centre_targets, face_budget
+from facecloak.evaluate.baselines import centre_targets, face_budget, shipped_mask
 from facecloak.evaluate.harness import Harness, Variant, align_probes, cloak_probes
 from facecloak.evaluate.protocol import EvalConfig, person_seed
 from facecloak.faces import align_largest_face
@@ -159,7 +159,7 @@ def main() -> None:
             finally:
                 for patch in patches:
                     patch.stop()
-            mask = _as_mask(delta, base.frame, (args.surrogate,))
+            mask = shipped_mask(delta, base.frame, (args.surrogate,))
             cloaked = cloak_probes(probes, faces, lambda i: mask)
             record = harness._score(person, Variant(name, args.surrogate, 1.0, cloaked), probes)
             outcome = record["attack"][str(cfg.jpeg[0])][args.target]

@@ -202,8 +202,12 @@ class EnrollmentServicer:
             deadline = None if remaining is None else time.monotonic() + remaining
             job = Job(request_id, configs, photo, deadline=deadline, ahead=ahead)
             del photo
-            if not context.add_callback(lambda: end_early(job, _early_end_reason(context))):
-                job.stop("CANCELLED")
+
+            def ended() -> None:
+                end_early(job, _early_end_reason(context))
+
+            if not context.add_callback(ended):
+                ended()  # the call already ended: gRPC will never run the callback
             self.pool.submit(job)
         except RuntimeError:  # the executor refused: we are shutting down
             self.pool.release()

@@ -53,7 +53,8 @@ def centre_targets(surrogates: Sequence[str], views: torch.Tensor) -> list[Surro
     return targets
 
 
-def _as_mask(delta: torch.Tensor, frame: AlignedFrame, models: tuple[str, ...]) -> Mask:
+def shipped_mask(delta: torch.Tensor, frame: AlignedFrame, models: tuple[str, ...]) -> Mask:
+    """A (3,S,S) PGD delta as the mask a user receives (see ``shipped``)."""
     return shipped(Mask(delta=delta.permute(1, 2, 0).numpy().astype(np.float32), frame=frame, models=models))
 
 
@@ -62,7 +63,7 @@ def centre_mask(surrogates: Sequence[str], views: torch.Tensor, budget: np.ndarr
     """A universal mask from the same views, budget and PGD settings as ours, with the class-centre loss."""
     cfg = replace(pgd, self_weight=1.0)
     result = run_pgd(views, torch.from_numpy(budget), centre_targets(surrogates, views), cfg, seed=seed, eps=eps)
-    return _as_mask(result.delta, frame, tuple(surrogates))
+    return shipped_mask(result.delta, frame, tuple(surrogates))
 
 
 def per_image_masks(crops: torch.Tensor, budgets: torch.Tensor, targets: Sequence[SurrogateTarget], frame: AlignedFrame,
@@ -72,5 +73,5 @@ def per_image_masks(crops: torch.Tensor, budgets: torch.Tensor, targets: Sequenc
     Each mask lives in its own probe's aligned frame (``crops`` (N,3,S,S), ``budgets`` (N,S,S)).
     """
     cfg = replace(pgd, iterations=PER_IMAGE_STEPS)
-    return [_as_mask(run_pgd(crop[None], budget, targets, cfg, seed=seed + i, eps=eps).delta, frame, ("pgd",))
+    return [shipped_mask(run_pgd(crop[None], budget, targets, cfg, seed=seed + i, eps=eps).delta, frame, ("pgd",))
             for i, (crop, budget) in enumerate(zip(crops, budgets))]

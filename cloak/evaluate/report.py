@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .uncertainty import gap_interval
+from .uncertainty import Interval, gap_interval
 
 LABELS = {
     "clean": "clean (no cloak)", "noise": "uniform noise",
@@ -89,31 +89,30 @@ def _verdict(ours: dict, candidates: Sequence[dict]) -> str:
     if not candidates:
         return "–"
     other = min(candidates, key=lambda r: r["ssim"] if r["ssim"] is not None else 1.0)
-    gap = _gap(ours, other)
+    ci = _paired(ours, other)
+    gap = _gap(ours, other, ci)
     ssims = f"SSIM {_num(ours['ssim'], '.3f')} vs {_num(other['ssim'], '.3f')}"
     if ours["ssim"] is None or other["ssim"] is None:
         return f"{gap}, SSIM unknown"
     if ours["ssim"] < other["ssim"] - 5e-4:
         return f"{gap} at lower SSIM ({ssims}, its largest budget tested)"
-    return f"{_beats(ours, other)} ({gap}, {ssims})"
+    return f"{_beats(ours, other, ci)} ({gap}, {ssims})"
 
 
-def _paired(ours: dict, other: dict):
+def _paired(ours: dict, other: dict) -> Interval | None:
     """The paired people-bootstrap interval of ours - other, or None for rows without per-person counts."""
     if not (ours.get("person_top1") and other.get("person_top1")):
         return None
     return gap_interval(ours["person_top1"], other["person_top1"], ours["person_probes"])
 
 
-def _gap(ours: dict, other: dict) -> str:
+def _gap(ours: dict, other: dict, ci: Interval | None) -> str:
     points = f"{100 * (ours['top1_psr'] - other['top1_psr']):+.1f} pts"
-    ci = _paired(ours, other)
     return points if ci is None else f"{points}, 95% CI {100 * ci.low:+.1f}..{100 * ci.high:+.1f}"
 
 
-def _beats(ours: dict, other: dict) -> str:
-    """yes / no, or "tie" when the paired interval of the gap contains zero."""
-    ci = _paired(ours, other)
+def _beats(ours: dict, other: dict, ci: Interval | None) -> str:
+    """yes / no, or "tie" when the paired interval ``ci`` of the gap contains zero."""
     if ci is not None and ci.spans_zero():
         return "tie"
     return "yes" if ours["top1_psr"] > other["top1_psr"] else "no"
