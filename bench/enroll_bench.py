@@ -17,16 +17,17 @@ import torch
 from facecloak.assets import assets_dir
 from facecloak.enroll import Enroller, EnrollConfig
 from facecloak.imageio import read_image
-from facecloak.optimise import PGDConfig, SurrogateTarget, run_pgd
+from facecloak.optimise import Budget, PGDConfig, run_pgd
+from facecloak.optimise.torch_step import SurrogateTarget, TorchStepper
 
 
-def one_at_a_time(views: torch.Tensor, budget: torch.Tensor, targets: list[SurrogateTarget], cfg: PGDConfig) -> None:
+def one_at_a_time(views: np.ndarray, budget: Budget, targets: list[SurrogateTarget], cfg: PGDConfig) -> None:
     """The research code's schedule: one PGD update per view, views in sequence (same gradient count)."""
     state = None
     for _ in range(cfg.iterations):
         for i in range(len(views)):
             single = replace(cfg, iterations=1, random_start=state is None)
-            state = run_pgd(views[i : i + 1], budget, targets, single)
+            state = run_pgd(TorchStepper(targets, single), views[i : i + 1], budget, single)
 
 
 def main() -> None:
@@ -56,21 +57,23 @@ def main() -> None:
     # Batched vs sequential PGD on the same views, same number of view-gradients.
     from facecloak.faces import AlignedFrame, align_largest_face
     from facecloak.models import torch_embedder
-    from facecloak.optimise import BudgetConfig, budget_map
+    from facecloak.optimise import BudgetConfig
     from facecloak.views import AugmentViews, ViewRequest
 
     frame = AlignedFrame()
     aligned = align_largest_face(enroller.detector, photo, frame)
     views = torch.from_numpy(AugmentViews().generate(ViewRequest(photo, aligned.face, frame, 8, 0)))
     lms = np.hstack([aligned.face.landmarks, np.ones((5, 1))]) @ aligned.matrix.T
-    budget = torch.from_numpy(budget_map(aligned.crop, lms, BudgetConfig()))
+    budget = Budget.of_face(aligned.crop, lms, BudgetConfig())
     embed = torch_embedder("sface")
     with torch.no_grad():
         user = embed(views[:1])[0]
     targets = [SurrogateTarget(embed, -user, user.roll(1), user)]
     cfg = PGDConfig()
     timings = {}
-    for name, fn in (("batched", lambda: run_pgd(views, budget, targets, cfg)), ("one-at-a-time", lambda: one_at_a_time(views, budget, targets, cfg))):
+    arrays = views.numpy()
+    for name, fn in (("batched", lambda: run_pgd(TorchStepper(targets, cfg), arrays, budget, cfg)),
+                     ("one-at-a-time", lambda: one_at_a_time(arrays, budget, targets, cfg))):
         fn()
         samples = []
         for _ in range(args.repeats):

@@ -5,7 +5,7 @@ people), timings interleaved so background load hits both alike. Prints ms/step 
 
     python bench/export_pgd_step.py                 # surrogate sets: sface, facenet, sface+facenet
     python bench/export_pgd_step.py --quick         # sface only, fewer repeats
-    python bench/export_pgd_step.py --loop          # whole PGD loop: run_pgd vs run_pgd_graphs on ORT
+    python bench/export_pgd_step.py --loop          # whole PGD loop: the core loop with the torch vs the ORT stepper
 """
 
 from __future__ import annotations
@@ -77,32 +77,30 @@ def bench_set(models: tuple[str, ...], views: int, out: Path, repeats: int, thre
 
 
 def bench_loop(models: tuple[str, ...], views: int, out: Path) -> None:
-    """A whole enrollment optimisation (default PGDConfig) on both paths, same seed and random stream."""
+    """A whole enrollment optimisation (default PGDConfig): the core loop with the torch and the ORT stepper."""
+    from facecloak.engines.graph_backend import GraphBackend
     from facecloak.engines.manifest import load_or_new
-    from facecloak.engines.pgd_loop import SurrogateAnchors, run_pgd_graphs
     from facecloak.engines.runtimes import RuntimeConfig, open_runtime
     from facecloak.export.pipeline import ExportConfig, export_step_graph
-    from facecloak.export.step_graph import TorchDiversity
-    from facecloak.models import torch_embedder
-    from facecloak.optimise import SurrogateTarget, run_pgd
+    from facecloak.optimise import Anchors, Budget, run_pgd
+    from facecloak.optimise.torch_backend import TorchBackend
 
     pgd, spec = PGDConfig(), StepSpec(models, views, 112, PGDConfig())
     if spec.name not in load_or_new(out).artefacts:
         export_step_graph(ExportConfig(out=out, models=models, views=views, verify=False), pgd)
     inputs = dict(zip(spec.input_names(), real_step_inputs(spec)))
-    budget, eps = inputs["bound"][0] * 2, 8 / 255  # a focus-like budget: 12/255 everywhere, base eps 8/255
-    anchors = {m: SurrogateAnchors(*(inputs[f"{k}_{m}"].numpy() for k in ("near", "far", "user"))) for m in models}
-    targets = [SurrogateTarget(torch_embedder(m), *(torch.from_numpy(v) for v in (a.near, a.far, a.user))) for m, a in anchors.items()]
-    runtime = open_runtime(RuntimeConfig("ort-cpu", out))
-    start = time.perf_counter()
-    core = run_pgd(inputs["views"], budget, targets, pgd, seed=0, eps=eps)
-    core_s = time.perf_counter() - start
-    start = time.perf_counter()
-    graph = run_pgd_graphs(runtime, inputs["views"].numpy(), budget.numpy(), anchors, pgd, source=TorchDiversity(0), eps=eps)
-    graph_s = time.perf_counter() - start
-    close = float((np.abs(graph.delta - core.delta.numpy()) < 1 / 255).mean())
-    print(f"[{'+'.join(models)}] whole loop, {pgd.iterations} iterations, {views} views: run_pgd (torch) {core_s:.1f} s, "
-          f"run_pgd_graphs (ORT) {graph_s:.1f} s, speed-up {core_s / graph_s:.2f}x")
+    budget = Budget(inputs["bound"][0].numpy() * 2, 8 / 255)  # a focus-like budget: 12/255 everywhere, base eps 8/255
+    anchors = {m: Anchors(*(inputs[f"{k}_{m}"].numpy() for k in ("near", "far", "user"))) for m in models}
+    view_array = inputs["views"].numpy()
+    timed = {}
+    for name, backend in (("torch", TorchBackend()), ("ORT", GraphBackend(open_runtime(RuntimeConfig("ort-cpu", out))))):
+        step = backend.stepper(anchors, views, 112, pgd)
+        start = time.perf_counter()
+        timed[name] = (run_pgd(step, view_array, budget, pgd, seed=0), time.perf_counter() - start)
+    (core, core_s), (graph, graph_s) = timed["torch"], timed["ORT"]
+    close = float((np.abs(graph.delta - core.delta) < 1 / 255).mean())
+    print(f"[{'+'.join(models)}] whole loop, {pgd.iterations} iterations, {views} views: torch step {core_s:.1f} s, "
+          f"ORT step {graph_s:.1f} s, speed-up {core_s / graph_s:.2f}x")
     print(f"  final loss torch {core.losses[-1]:.4f} vs ORT {graph.losses[-1]:.4f}; delta pixels within 1/255: {close:.1%}")
 
 

@@ -23,27 +23,27 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-import facecloak.optimise.pgd as pgd
+import facecloak.optimise.torch_step as pgd
+from facecloak.optimise import Budget, PGDConfig, run_pgd
 from facecloak.enroll import EnrollConfig
 from facecloak.evaluate.baselines import centre_targets, face_budget, shipped_mask
 from facecloak.evaluate.harness import Harness, Variant, align_probes, cloak_probes
 from facecloak.evaluate.protocol import EvalConfig, person_seed
 from facecloak.faces import align_largest_face
 from facecloak.imageio import read_image
-from facecloak.optimise import SurrogateTarget
 from facecloak.views import ViewRequest
 
 # A mid-network activation per surrogate (about half-way through), for the feature-level loss.
 MID_LAYER = {"sface": "conv_8_relu", "facenet": "/m/repeat_2/repeat_2.4/branch1/branch1.0/conv/Conv_output_0"}
-Loss = Callable[[torch.Tensor, SurrogateTarget, float], torch.Tensor]
+Loss = Callable[[torch.Tensor, pgd.SurrogateTarget, float], torch.Tensor]
 
 
 @dataclass
 class Setup:
     """One variant's optimisation problem for one person."""
 
-    targets: list[SurrogateTarget]
-    pgd: pgd.PGDConfig
+    targets: list[pgd.SurrogateTarget]
+    pgd: PGDConfig
     budget: np.ndarray
     eps: float
     loss: Loss | None = None  # replaces the core's cloak_loss while this variant runs
@@ -52,40 +52,40 @@ class Setup:
 @dataclass
 class Person:
     views: torch.Tensor
-    anchors: SurrogateTarget
+    anchors: pgd.SurrogateTarget
     view_embeddings: torch.Tensor
     focus_budget: np.ndarray
     uniform_budget: Callable[[float], np.ndarray]
 
 
-def eq4(emb: torch.Tensor, t: SurrogateTarget) -> torch.Tensor:
+def eq4(emb: torch.Tensor, t: pgd.SurrogateTarget) -> torch.Tensor:
     return (emb - t.far).norm(dim=1) - (emb - t.near).norm(dim=1)
 
 
-def mid_layer_setup(p: Person, surrogate: str, base: pgd.PGDConfig, weight: float = 3.0) -> tuple[Setup, list]:
+def mid_layer_setup(p: Person, surrogate: str, base: PGDConfig, weight: float = 3.0) -> tuple[Setup, list]:
     """Eq. 4 + self term, minus ``weight`` x the relative change of a mid-layer activation (FDA/ILA-style)."""
     state: dict = {}
     original_diversify = pgd.diversify
 
-    def remember_draw(x, draw):
-        state["draw"] = draw
-        return original_diversify(x, draw)
+    def remember_draw(x, theta, down_size):
+        state["draw"] = (theta, down_size)
+        return original_diversify(x, theta, down_size)
 
     def embed(batch: torch.Tensor) -> torch.Tensor:
         out, state["feat"] = p.anchors.embed.with_activation(batch, MID_LAYER[surrogate])
         with torch.no_grad():  # the clean views through the same random transform
-            _, state["clean"] = p.anchors.embed.with_activation(original_diversify(p.views, state["draw"]), MID_LAYER[surrogate])
+            _, state["clean"] = p.anchors.embed.with_activation(original_diversify(p.views, *state["draw"]), MID_LAYER[surrogate])
         return out
 
-    def loss(emb: torch.Tensor, t: SurrogateTarget, w: float) -> torch.Tensor:
+    def loss(emb: torch.Tensor, t: pgd.SurrogateTarget, w: float) -> torch.Tensor:
         change = (state["feat"] - state["clean"]).flatten(1).norm(dim=1) / state["clean"].flatten(1).norm(dim=1)
         return (eq4(emb, t) + w * (emb @ t.user) - weight * change).mean()
 
-    target = SurrogateTarget(embed, p.anchors.near, p.anchors.far, p.anchors.user)
+    target = pgd.SurrogateTarget(embed, p.anchors.near, p.anchors.far, p.anchors.user)
     return Setup([target], base, p.focus_budget, EnrollConfig().budget.eps, loss), [mock.patch.object(pgd, "diversify", remember_draw)]
 
 
-def variants(p: Person, surrogate: str, base: pgd.PGDConfig) -> dict[str, Callable[[], tuple[Setup, list]]]:
+def variants(p: Person, surrogate: str, base: PGDConfig) -> dict[str, Callable[[], tuple[Setup, list]]]:
     eps = EnrollConfig().budget.eps
     t = p.anchors
     centre = F.normalize(p.view_embeddings.mean(0), dim=0)
@@ -97,17 +97,17 @@ def variants(p: Person, surrogate: str, base: pgd.PGDConfig) -> dict[str, Callab
     def uniform(e: float) -> Callable[[], tuple[Setup, list]]:
         return plain(Setup(centre_targets((surrogate,), p.views), replace(base, self_weight=1.0), p.uniform_budget(e), e / 255))
 
-    def worst_view(emb: torch.Tensor, t: SurrogateTarget, w: float) -> torch.Tensor:
+    def worst_view(emb: torch.Tensor, t: pgd.SurrogateTarget, w: float) -> torch.Tensor:
         return eq4(emb, t).mean() + w * 0.1 * torch.logsumexp((emb @ t.user) / 0.1, 0)
 
-    def per_view_self(emb: torch.Tensor, t: SurrogateTarget, w: float) -> torch.Tensor:
+    def per_view_self(emb: torch.Tensor, t: pgd.SurrogateTarget, w: float) -> torch.Tensor:
         return (eq4(emb, t) + w * (emb * p.view_embeddings).sum(1)).mean()
 
     return {
         "centre": plain(Setup(centre_targets((surrogate,), p.views), replace(base, self_weight=1.0), focus, eps)),
         "ours": plain(Setup([t], base, focus, eps)),
-        "self_only": plain(Setup([SurrogateTarget(t.embed, t.user, t.user, t.user)], base, focus, eps)),
-        "ours_self_is_centre": plain(Setup([SurrogateTarget(t.embed, t.near, t.far, centre)], base, focus, eps)),
+        "self_only": plain(Setup([pgd.SurrogateTarget(t.embed, t.user, t.user, t.user)], base, focus, eps)),
+        "ours_self_is_centre": plain(Setup([pgd.SurrogateTarget(t.embed, t.near, t.far, centre)], base, focus, eps)),
         "ours_self_weight6": plain(Setup([t], replace(base, self_weight=6.0), focus, eps)),
         "ours_worst_view": plain(Setup([t], base, focus, eps, worst_view)),
         "ours_per_view_self": plain(Setup([t], base, focus, eps, per_view_self)),
@@ -155,7 +155,8 @@ def main() -> None:
             for patch in patches:
                 patch.start()
             try:
-                delta = pgd.run_pgd(views, torch.from_numpy(setup.budget), setup.targets, setup.pgd, seed=seed, eps=setup.eps).delta
+                step = pgd.TorchStepper(setup.targets, setup.pgd)
+                delta = run_pgd(step, views.numpy(), Budget(setup.budget, setup.eps), setup.pgd, seed).delta
             finally:
                 for patch in patches:
                     patch.stop()

@@ -10,12 +10,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .anchors import AnchorGallery, default_gallery, select_anchors
+from .apply import Quality, apply_mask_with_landmarks, measure_quality
 from .errors import BadOptionError
 from .faces import AlignedFrame, Face, FaceDetector, align_largest_face, to_chw_float
-from .mask import Mask
+from .mask import Mask, decode_mask, encode_mask
 from .models import get_card
-from .optimise import BudgetConfig, PGDConfig, budget_map
-from .optimise.backend import AnchorSet, OptimiseBackend, TorchBackend
+from .optimise import Anchors, Budget, BudgetConfig, PGDConfig, run_pgd
+from .optimise.backend import OptimiseBackend
 from .views import AugmentViews, ViewGenerator, ViewRequest
 
 Progress = Callable[[str, float], None]
@@ -62,6 +63,13 @@ class EnrollResult:
     self_check: list[SelfCheck]
     timings: dict[str, float] = field(default_factory=dict)
     losses: list[float] = field(default_factory=list)
+    visibility: Quality | None = None  # the mask on the enrollment photo itself (self-check; None when check_views = 0)
+
+
+def _default_backend() -> OptimiseBackend:
+    from .optimise.torch_backend import TorchBackend  # noqa: PLC0415 - PyTorch only when no backend is given
+
+    return TorchBackend()
 
 
 @contextmanager
@@ -83,7 +91,7 @@ class Enroller:
     ) -> None:
         self.detector = detector or FaceDetector()
         self.view_generator = views or AugmentViews()
-        self.backend = backend or TorchBackend()
+        self.backend = backend or _default_backend()
         self._gallery = gallery
 
     def gallery(self, models: tuple[str, ...]) -> AnchorGallery:
@@ -113,19 +121,20 @@ class Enroller:
                 user = self.backend.embed(name, clean)[0]
                 chosen = select_anchors(gallery, name, user, get_card(name).match_threshold)
                 anchors[name] = (chosen.near_name, chosen.far_name)
-                anchor_sets[name] = AnchorSet(chosen.near, chosen.far, user)
-            budget = budget_map(aligned.crop, aligned.frame_landmarks, config.budget)
+                anchor_sets[name] = Anchors(chosen.near, chosen.far, user)
+            budget = Budget.of_face(aligned.crop, aligned.frame_landmarks, config.budget)
         report("anchors", 1.0)
         with _timed(timings, "optimise"):
-            result = self.backend.optimise(views, budget, anchor_sets, config.pgd, config.seed, config.budget.eps,
-                                           progress=lambda i, n, loss: report("optimise", i / n))
+            step = self.backend.stepper(anchor_sets, len(views), views.shape[-1], config.pgd)
+            result = run_pgd(step, views, budget, config.pgd, config.seed, progress=lambda i, n, loss: report("optimise", i / n))
         with _timed(timings, "self_check"):
             checks = self._self_check(anchor_sets, held_out, result.delta)
+            mask = Mask(delta=np.ascontiguousarray(result.delta.transpose(1, 2, 0)), frame=frame, models=config.surrogates)
+            visibility = visibility_on(photo, mask, aligned.face) if config.check_views else None
         report("self_check", 1.0)
-        mask = Mask(delta=np.ascontiguousarray(result.delta.transpose(1, 2, 0)), frame=frame, models=config.surrogates)
-        return EnrollResult(mask, aligned.face, anchors, checks, timings, result.losses)
+        return EnrollResult(mask, aligned.face, anchors, checks, timings, result.losses, visibility)
 
-    def _self_check(self, anchor_sets: dict[str, AnchorSet], held_out: np.ndarray, delta: np.ndarray) -> list[SelfCheck]:
+    def _self_check(self, anchor_sets: dict[str, Anchors], held_out: np.ndarray, delta: np.ndarray) -> list[SelfCheck]:
         """Mean similarity of held-out views (never optimised on) to the user, without and with the cloak."""
         if len(held_out) == 0:
             return []
@@ -136,3 +145,9 @@ class Enroller:
             after = float((self.backend.embed(name, cloaked) @ a.user).mean())
             checks.append(SelfCheck(name, before, after, get_card(name).match_threshold))
         return checks
+
+
+def visibility_on(photo: np.ndarray, mask: Mask, face: Face) -> Quality:
+    """What people would see: ``mask``, as its .fcmask file carries it (quantised), on ``photo`` at ``face``."""
+    shipped = decode_mask(encode_mask(mask))
+    return measure_quality(photo, apply_mask_with_landmarks(photo, shipped, face.landmarks), face.box)

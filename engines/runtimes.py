@@ -1,4 +1,4 @@
-"""Runtimes behind one small interface, chosen by config: PyTorch eager, ONNX Runtime, TensorRT.
+"""Runtimes of exported graphs behind one small interface, chosen by config: ONNX Runtime, TensorRT.
 
 A runtime hands out two kinds of callables, numpy in and numpy out:
 - ``embedder(model)``: aligned RGB faces (B, 3, S, S) in [0, 1] -> unit embeddings (B, D);
@@ -6,7 +6,8 @@ A runtime hands out two kinds of callables, numpy in and numpy out:
 
 The ONNX Runtime and TensorRT runtimes load only what a build folder's manifest lists, after
 checking it against the models this process serves, and never import PyTorch: the serving path
-runs enrollment's optimisation with numpy + ONNX Runtime alone (see ``engines.pgd_loop``).
+runs enrollment's optimisation with numpy + ONNX Runtime alone (the core's loop, ``engines.graph_backend``'s
+stepper). PyTorch eager is not a runtime here: it is the core's own ``optimise.torch_backend``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from facecloak.errors import BadOptionError, FaceCloakError
 
 from .manifest import Artefact, EngineMismatchError, Manifest, check_artefact, load_manifest, sha256_file
 
-RUNTIME_KINDS = ("torch", "ort-cpu", "ort-cuda", "tensorrt")
+RUNTIME_KINDS = ("ort-cpu", "ort-cuda", "tensorrt")
 ENGINES_ENV = "FACECLOAK_ENGINES"
 DEFAULT_BUILD_DIR = Path(__file__).resolve().parent / "build"
 Embedder = Callable[[np.ndarray], np.ndarray]
@@ -63,7 +64,7 @@ class StepKey:
     models: tuple[str, ...]
     views: int
     size: int
-    pgd: tuple[tuple[str, float], ...]  # (field, value) pairs, see export.step_graph.BAKED_PGD_FIELDS
+    pgd: tuple[tuple[str, float], ...]  # (field, value) pairs, see facecloak.optimise.config.BAKED_FIELDS
 
 
 class Runtime(Protocol):
@@ -169,51 +170,8 @@ class OrtRuntime(ManifestRuntime):
         return lambda feeds: dict(zip(outputs, session.run(outputs, dict(feeds))))
 
 
-class TorchRuntime:
-    """PyTorch eager autograd: the reference the exported graphs are verified against."""
-
-    name = "torch"
-
-    def __init__(self, config: RuntimeConfig) -> None:
-        self.config = config
-
-    def embedder(self, model: str) -> Embedder:
-        import torch
-
-        from facecloak.models import torch_embedder
-
-        embed = torch_embedder(model)
-
-        def run(faces: np.ndarray) -> np.ndarray:
-            with torch.no_grad():
-                return embed(torch.from_numpy(np.ascontiguousarray(faces, np.float32))).numpy()
-
-        return run
-
-    def stepper(self, key: StepKey) -> Stepper:
-        import torch
-
-        from facecloak.export.step_graph import STEP_OUTPUTS, StepSpec, pgd_from_baked, step_function
-
-        spec = StepSpec(key.models, key.views, key.size, pgd_from_baked(dict(key.pgd)))
-        step, names = step_function(spec), spec.input_names()
-
-        def run(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-            out = step(*(torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in names))
-            return {k: v.detach().numpy() for k, v in zip(STEP_OUTPUTS, out)}
-
-        return run
-
-    def resample(self, size: int, down_size: int) -> np.ndarray:
-        from facecloak.export.step_graph import resample_matrix
-
-        return resample_matrix(size, down_size).numpy()
-
-
 def open_runtime(config: RuntimeConfig) -> Runtime:
     """The runtime ``config.kind`` names, or ``EngineUnavailableError``/``EngineMismatchError`` saying why not."""
-    if config.kind == "torch":
-        return TorchRuntime(config)
     if config.kind == "tensorrt":
         from .tensorrt_runtime import TensorRTRuntime
 

@@ -1,6 +1,6 @@
 """One PGD iteration (loss, input gradient, attention update, projection) as one standard-ONNX graph.
 
-The traced function is the core's own pure ``facecloak.optimise.pgd_step``. Only the diversity draw
+The traced function is the core's own pure ``facecloak.optimise.torch_step.pgd_step``. Only the diversity draw
 is re-expressed so that one graph serves every step: the random affine warp ``theta`` is a graph
 input, and the random down/up-sampling becomes a graph input too, as the (S, S) matrix ``resample``
 (both resamplers are linear and separable, so down-then-up is ``R @ x @ R^T``). ``pgd_step`` is
@@ -23,9 +23,9 @@ import torch.nn.functional as F
 
 from facecloak.errors import BadOptionError
 from facecloak.models import get_card, torch_embedder
-from facecloak.optimise import DiversityDraw, PGDConfig, StepState, SurrogateTarget, draw_diversity, pgd_step
-
-from facecloak.engines.pgd_loop import BAKED_PGD_FIELDS, MIN_DOWN_SIZE
+from facecloak.optimise import PGDConfig, draw_diversity
+from facecloak.optimise.config import BAKED_FIELDS, MIN_DOWN_SIZE
+from facecloak.optimise.torch_step import StepState, SurrogateTarget, pgd_step
 
 from .decompositions import export_decompositions, resampling_matrix
 
@@ -61,7 +61,7 @@ class StepSpec:
         return list(STATE_INPUTS) + anchor_input_names(self.models)
 
     def baked_pgd(self) -> dict[str, float | bool]:
-        return {k: v for k, v in asdict(self.pgd).items() if k in BAKED_PGD_FIELDS}
+        return {k: v for k, v in asdict(self.pgd).items() if k in BAKED_FIELDS}
 
 
 def pgd_from_baked(baked: Mapping[str, float], base: PGDConfig = PGDConfig()) -> PGDConfig:
@@ -101,8 +101,8 @@ def step_function(spec: StepSpec, embedders: dict[str, torch.nn.Module] | None =
     def step(delta, alpha, velocity, views, bound, steps, theta, resample, *anchors):  # noqa: ANN001 - traced positionally
         targets = [SurrogateTarget(resampled(embedders[name], resample), *anchors[3 * i : 3 * i + 3])
                    for i, name in enumerate(spec.models)]
-        state, loss = pgd_step(StepState(delta, alpha, velocity), views, bound, targets, spec.pgd,
-                               DiversityDraw(theta, views.shape[-1]), steps)
+        state, loss = pgd_step(StepState(delta, alpha, velocity), views, bound, steps, targets, spec.pgd,
+                               theta, views.shape[-1])
         return state.delta, state.alpha, state.velocity, loss
 
     return step
@@ -113,14 +113,14 @@ def example_inputs(spec: StepSpec, seed: int = 0) -> tuple[torch.Tensor, ...]:
     gen = torch.Generator().manual_seed(seed)
     n, s = spec.views, spec.size
     bound = torch.full((3, s, s), 6 / 255)
-    draw = draw_diversity(n, s, PGDConfig(diversity_prob=1.0), gen)
+    draw = draw_diversity(np.random.default_rng(seed), n, s, PGDConfig(diversity_prob=1.0))
     state = ((torch.rand(3, s, s, generator=gen) * 2 - 1) * bound, torch.ones(s, s), torch.zeros(3, s, s))
     anchors = []
     for name in spec.models:
         dim = get_card(name).embedding_dim
         anchors += [F.normalize(torch.randn(dim, generator=gen), dim=0) for _ in ANCHOR_KINDS]
     steps = torch.full((3, s, s), spec.pgd.step)
-    return (*state, torch.rand(n, 3, s, s, generator=gen), bound, steps, draw.theta, resample_matrix(s, draw.down_size), *anchors)
+    return (*state, torch.rand(n, 3, s, s, generator=gen), bound, steps, torch.from_numpy(draw.theta), resample_matrix(s, draw.down_size), *anchors)
 
 
 def unrolled_step_function(spec: StepSpec, k: int) -> Callable[..., tuple[torch.Tensor, ...]]:
@@ -165,20 +165,3 @@ def export_step(spec: StepSpec, path: Path, opset: int = 18, unroll: int = 1) ->
     if unroll == 1:
         return export_traced(step_function(spec), example_inputs(spec), spec.input_names(), path, opset)
     return export_traced(unrolled_step_function(spec, unroll), unrolled_inputs(spec, unroll), spec.input_names(), path, opset)
-
-
-class TorchDiversity:
-    """The random stream of ``run_pgd`` (same generator, same order of draws), as numpy arrays.
-
-    Lets a graph-driven PGD loop reproduce a core ``run_pgd`` call exactly, for parity tests.
-    """
-
-    def __init__(self, seed: int) -> None:
-        self.gen = torch.Generator().manual_seed(seed)
-
-    def signs(self, shape: tuple[int, ...]) -> np.ndarray:
-        return (torch.randint(0, 2, shape, generator=self.gen) * 2 - 1).float().numpy()
-
-    def draw(self, n: int, size: int, cfg: PGDConfig) -> tuple[np.ndarray, int]:
-        draw = draw_diversity(n, size, cfg, self.gen)
-        return draw.theta.numpy(), draw.down_size

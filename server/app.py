@@ -22,7 +22,8 @@ from ..enroll import EnrollConfig, Enroller
 from ..errors import FaceCloakError
 from ..imageio import ImageLimits
 from ..models import get_card, torch_embedder
-from ..optimise.backend import OptimiseBackend, TorchBackend
+from ..optimise.backend import OptimiseBackend
+from ..optimise.torch_backend import TorchBackend
 from ..proto import enrollment_pb2 as pb
 from ..proto.convert import OptionLimits
 from ..views.arc2face_select import choose_view_backend
@@ -145,7 +146,7 @@ class FaceCloakServer:
         torch_backend = TorchBackend()
         backend: OptimiseBackend = torch_backend
         if self.config.backend != "torch-cpu":
-            from ..engines.backend import open_graph_backend  # noqa: PLC0415 - engine runtimes only when asked for
+            from ..engines.graph_backend import open_graph_backend  # noqa: PLC0415 - engine runtimes only when asked for
 
             try:
                 backend, refusals = open_graph_backend(self.config.backend, self.defaults.surrogates, self.defaults.views,

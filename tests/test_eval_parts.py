@@ -17,7 +17,8 @@ from facecloak.evaluate.report import _verdict, save_examples, write_report
 from facecloak.evaluate.protocol import QUICK, EvalConfig, load_dataset, person_seed, upload
 from facecloak.evaluate.summary import box, summarise
 from facecloak.faces import AlignedFrame
-from facecloak.optimise import PGDConfig, SurrogateTarget, cloak_loss
+from facecloak.optimise import PGDConfig
+from facecloak.optimise.torch_step import SurrogateTarget, cloak_loss
 from facecloak.cli import build_parser
 
 
@@ -118,9 +119,9 @@ def test_per_image_pgd_gives_each_image_its_own_delta_within_its_budget():
     crops = torch.rand(2, 3, 16, 16, generator=gen)
     user = tiny(crops[:1])[0].detach()
     near = torch.nn.functional.normalize(user + 0.5 * torch.randn(8, generator=gen), dim=0)
-    budgets = torch.stack([torch.full((16, 16), 8 / 255), torch.zeros(16, 16)])  # image 2 may not change
+    budgets = np.stack([np.full((16, 16), 8 / 255, np.float32), np.zeros((16, 16), np.float32)])  # image 2 may not change
     cfg = PGDConfig(diversity_prob=0.0, attention=False)
-    masks = per_image_masks(crops, budgets, [SurrogateTarget(tiny, near, -user, user)], AlignedFrame(size=16), cfg,
+    masks = per_image_masks(crops.numpy(), budgets, [SurrogateTarget(tiny, near, -user, user)], AlignedFrame(size=16), cfg,
                             eps=8 / 255, seed=0)
     assert len(masks) == 2 and masks[0].delta.shape == (16, 16, 3)
     assert np.abs(masks[0].delta).max() <= 9 / 255 + 1e-6 and np.abs(masks[0].delta).mean() > 4 / 255

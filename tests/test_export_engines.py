@@ -18,7 +18,7 @@ from facecloak.export.decompositions import export_decompositions
 from facecloak.export.opcoverage import check_tensorrt_coverage
 from facecloak.export.step_graph import resample_matrix
 from facecloak.export.triton import TritonConfig, emit_repository
-from facecloak.optimise.pgd import DiversityDraw, diversify
+from facecloak.optimise.torch_step import diversify
 
 
 def _traced_grad(fn, x: torch.Tensor) -> tuple[torch.Tensor, set[str], torch.Tensor]:  # noqa: ANN001
@@ -44,7 +44,7 @@ def test_conv_backward_becomes_transposed_conv(stride: int, padding: int, groups
 
 def test_grid_sample_and_resize_backward_are_matrix_products() -> None:
     theta = torch.tensor([[[1 / 1.06, 0, 0.05], [0, 1 / 1.06, -0.03]], [[1 / 0.95, 0, -0.02], [0, 1 / 0.95, 0.04]]])
-    for fn in (lambda x: diversify(x, DiversityDraw(theta, x.shape[-1])),  # warp with border padding
+    for fn in (lambda x: diversify(x, theta, x.shape[-1]),  # warp with border padding
                lambda x: F.interpolate(x, size=(30, 30), mode="bilinear", align_corners=False)):  # FaceNet's 112 -> 160
         got, ops, want = _traced_grad(fn, torch.rand(2, 3, 21, 21))
         assert not any("backward" in op for op in ops), ops
@@ -56,7 +56,7 @@ def test_resample_matrix_reproduces_diversify_down_up_sampling(down: int) -> Non
     x = torch.rand(2, 3, 112, 112)
     identity = torch.eye(2, 3).repeat(2, 1, 1)
     matrix = resample_matrix(112, down)
-    assert torch.allclose(matrix @ x @ matrix.T, diversify(x, DiversityDraw(identity, down)), atol=2e-5)
+    assert torch.allclose(matrix @ x @ matrix.T, diversify(x, identity, down), atol=2e-5)
 
 
 def _model(nodes: list[onnx.NodeProto], outputs: list[str], opset: int = 17) -> onnx.ModelProto:

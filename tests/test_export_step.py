@@ -1,4 +1,4 @@
-"""The exported PGD step graph (SFace, 2 views): verification, ORT/torch runtimes vs run_pgd, torch-free loop."""
+"""The exported PGD step graph (SFace, 2 views): verification, one loop with the torch and ORT steppers, torch-free serving."""
 
 from __future__ import annotations
 
@@ -7,21 +7,20 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-import torch
 
 from facecloak.engines.manifest import EngineMismatchError, load_manifest
-from facecloak.engines.pgd_loop import NumpyDiversity, SurrogateAnchors, run_pgd_graphs, step_key
-from facecloak.engines.runtimes import RuntimeConfig, open_first_runtime, open_runtime
-from facecloak.export.step_graph import STATE_INPUTS, StepSpec, TorchDiversity
+from facecloak.engines.graph_backend import GraphBackend, step_key
+from facecloak.engines.runtimes import EngineUnavailableError, RuntimeConfig, open_first_runtime, open_runtime
+from facecloak.export.step_graph import STATE_INPUTS, StepSpec
 from facecloak.export.verify import GRAD_REL_L2, SIGN_AGREEMENT, real_step_inputs
-from facecloak.models import torch_embedder
-from facecloak.optimise import PGDConfig, SurrogateTarget, run_pgd
+from facecloak.optimise import Anchors, Budget, PGDConfig, draw_diversity, run_pgd
+from facecloak.optimise.torch_backend import TorchBackend
+from facecloak.optimise.torch_step import TorchStepper
 
 from .conftest import build_sface_engines
 
@@ -40,7 +39,7 @@ def problem() -> dict:
     """Real LFW views of one person, anchors from two other people, a 6/255 budget."""
     inputs = dict(zip(SPEC.input_names(), real_step_inputs(SPEC)))
     return {"views": inputs["views"], "budget": inputs["bound"][0],
-            "anchors": {"sface": SurrogateAnchors(*(inputs[f"{k}_sface"].numpy() for k in ("near", "far", "user")))}}
+            "anchors": {"sface": Anchors(*(inputs[f"{k}_sface"].numpy() for k in ("near", "far", "user")))}}
 
 
 def test_step_graph_is_verified_standard_onnx(build: Path) -> None:
@@ -59,34 +58,30 @@ def test_step_graph_is_verified_standard_onnx(build: Path) -> None:
     assert step.attributes["pgd"]["momentum"] == PGDConfig().momentum
 
 
-def _core_run(problem: dict) -> tuple[list[float], np.ndarray]:
-    a = problem["anchors"]["sface"]
-    target = SurrogateTarget(torch_embedder("sface"), *(torch.from_numpy(v) for v in (a.near, a.far, a.user)))
-    result = run_pgd(problem["views"], problem["budget"], [target], PGD, seed=7, eps=4 / 255)
-    return result.losses, result.delta.numpy()
+def _run(stepper, problem: dict, cfg: PGDConfig = PGD):  # noqa: ANN001
+    budget = Budget(problem["budget"].numpy(), 4 / 255)
+    return run_pgd(stepper, problem["views"].numpy(), budget, cfg, seed=7)
 
 
-@pytest.mark.parametrize("kind", ["ort-cpu", "torch"])
-def test_runtime_loop_matches_run_pgd(build: Path, problem: dict, kind: str) -> None:
-    losses, delta = _core_run(problem)
-    runtime = open_runtime(RuntimeConfig(kind, build))
-    got = run_pgd_graphs(runtime, problem["views"].numpy(), problem["budget"].numpy(), problem["anchors"], PGD,
-                         source=TorchDiversity(7), eps=4 / 255)
-    # Same random stream as run_pgd: the first loss is the same computation, later ones drift only
-    # where sign-PGD flips a near-zero gradient component.
-    assert got.losses[0] == pytest.approx(losses[0], rel=1e-4)
-    assert np.allclose(got.losses, losses, rtol=2e-2)
-    assert (np.abs(got.delta - delta) < 1 / 255).mean() > 0.9
-    assert np.all(np.abs(got.delta) <= problem["budget"].numpy() + 1e-6)
+def test_one_loop_two_steppers_agree(build: Path, problem: dict) -> None:
+    """The core loop with the torch step and with the ORT step graph: same draws, same algorithm."""
+    torch_result = _run(TorchBackend().stepper(problem["anchors"], VIEWS, 112, PGD), problem)
+    ort = GraphBackend(open_runtime(RuntimeConfig("ort-cpu", build)))
+    graph_result = _run(ort.stepper(problem["anchors"], VIEWS, 112, PGD), problem)
+    # The first loss is the same computation; later ones drift only where sign-PGD flips a
+    # near-zero gradient component.
+    assert graph_result.losses[0] == pytest.approx(torch_result.losses[0], rel=1e-4)
+    assert np.allclose(graph_result.losses, torch_result.losses, rtol=2e-2)
+    assert (np.abs(graph_result.delta - torch_result.delta) < 1 / 255).mean() > 0.9
+    assert np.all(np.abs(graph_result.delta) <= problem["budget"].numpy() + 1e-6)
 
 
 def test_loop_refuses_other_pgd_constants(build: Path, problem: dict) -> None:
-    runtime = open_runtime(RuntimeConfig("ort-cpu", build))
+    backend = GraphBackend(open_runtime(RuntimeConfig("ort-cpu", build)))
     with pytest.raises(EngineMismatchError, match="momentum"):
-        run_pgd_graphs(runtime, problem["views"].numpy(), problem["budget"].numpy(), problem["anchors"],
-                       PGDConfig(iterations=1, momentum=0.5))
+        backend.stepper(problem["anchors"], VIEWS, 112, PGDConfig(iterations=1, momentum=0.5))
     with pytest.raises(EngineMismatchError, match="views=3"):
-        runtime.stepper(step_key(("sface",), 3, 112, PGD))
+        backend.stepper(problem["anchors"], 3, 112, PGD)
 
 
 def test_manifest_refuses_changed_model_and_falls_back(build: Path, tmp_path: Path, problem: dict) -> None:
@@ -98,36 +93,38 @@ def test_manifest_refuses_changed_model_and_falls_back(build: Path, tmp_path: Pa
     runtime = open_runtime(RuntimeConfig("ort-cpu", copy))
     with pytest.raises(EngineMismatchError, match="different 'sface' model file"):
         runtime.stepper(step_key(("sface",), VIEWS, 112, PGD))
+
     def warm(runtime) -> None:  # noqa: ANN001
         runtime.stepper(step_key(("sface",), VIEWS, 112, PGD))
 
-    chosen, refusals = open_first_runtime(("tensorrt", "ort-cpu", "torch"), RuntimeConfig(engine_dir=copy), warm)
-    assert chosen.name == "torch" and "TensorRT is not installed" in refusals[0] and "different 'sface'" in refusals[1]
+    with pytest.raises(EngineUnavailableError) as refused:
+        open_first_runtime(("tensorrt", "ort-cpu"), RuntimeConfig(engine_dir=copy), warm)
+    assert "TensorRT is not installed" in str(refused.value) or "tensorrt" in str(refused.value)
+    assert "different 'sface'" in str(refused.value)
     chosen, refusals = open_first_runtime(("tensorrt", "ort-cpu"), RuntimeConfig(engine_dir=build), warm)
     assert chosen.name == "ort-cpu" and len(refusals) == 1
+    fallback = GraphBackend(runtime, fallback=TorchBackend()).stepper(problem["anchors"], VIEWS, 112, PGD)
+    assert isinstance(fallback, TorchStepper)
 
 
 def test_ort_loop_runs_without_pytorch(build: Path, problem: dict, tmp_path: Path) -> None:
-    """The serving path: numpy + ONNX Runtime only; importing torch is made impossible."""
+    """The serving path: the core loop, numpy + ONNX Runtime only; importing torch is made impossible."""
     a = problem["anchors"]["sface"]
     np.savez(tmp_path / "in.npz", views=problem["views"].numpy(), budget=problem["budget"].numpy(),
              near=a.near, far=a.far, user=a.user)
     script = textwrap.dedent(f"""
         import sys
         sys.modules["torch"] = None  # any `import torch` now raises ImportError
-        from dataclasses import dataclass
         import numpy as np
-        from facecloak.engines.pgd_loop import SurrogateAnchors, run_pgd_graphs
+        from facecloak.engines.graph_backend import GraphBackend
         from facecloak.engines.runtimes import RuntimeConfig, open_runtime
-
-        @dataclass
-        class Cfg:  # PGDConfig's values, without importing facecloak.optimise (it imports torch)
-            {"; ".join(f"{k} = {v!r}" for k, v in asdict(replace(PGDConfig(), iterations=2)).items())}
+        from facecloak.optimise import Anchors, Budget, PGDConfig, run_pgd
 
         d = np.load(r"{tmp_path / 'in.npz'}")
-        runtime = open_runtime(RuntimeConfig("ort-cpu", r"{build}"))
-        result = run_pgd_graphs(runtime, d["views"], d["budget"], {{"sface": SurrogateAnchors(d["near"], d["far"], d["user"])}},
-                                Cfg(), seed=1, eps=4 / 255)
+        cfg = PGDConfig(iterations=2)
+        backend = GraphBackend(open_runtime(RuntimeConfig("ort-cpu", r"{build}")))
+        step = backend.stepper({{"sface": Anchors(d["near"], d["far"], d["user"])}}, {VIEWS}, 112, cfg)
+        result = run_pgd(step, d["views"], Budget(d["budget"], 4 / 255), cfg, seed=1)
         assert np.all(np.abs(result.delta) <= d["budget"] + 1e-6) and np.isfinite(result.losses).all()
         assert result.delta.std() > 0.5 / 255  # it moved
         print("OK", "torch" in sys.modules and sys.modules["torch"] is not None)
@@ -137,10 +134,11 @@ def test_ort_loop_runs_without_pytorch(build: Path, problem: dict, tmp_path: Pat
     assert done.stdout.strip() == "OK False"
 
 
-def test_numpy_diversity_is_separable_and_in_range() -> None:
-    source, cfg = NumpyDiversity(3), PGDConfig()
+def test_diversity_draws_are_separable_and_in_range() -> None:
+    rng, cfg = np.random.default_rng(3), PGDConfig()
     for _ in range(20):
-        theta, down = source.draw(8, 112, cfg)
+        draw = draw_diversity(rng, 8, 112, cfg)
+        theta, down = draw.theta, draw.down_size
         assert theta.shape == (8, 2, 3) and np.all(theta[:, 0, 1] == 0) and np.all(theta[:, 1, 0] == 0)
         assert np.all(np.abs(1 / theta[:, 0, 0] - 1) <= cfg.diversity_scale + 1e-6)
         assert round(112 * cfg.diversity_downsample[0]) <= down <= 112

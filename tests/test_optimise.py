@@ -4,7 +4,8 @@ import torch
 
 from facecloak.faces import AlignedFrame, align_largest_face
 from facecloak.models import torch_embedder
-from facecloak.optimise import BudgetConfig, PGDConfig, SurrogateTarget, budget_map, run_pgd, sticker_mask
+from facecloak.optimise import Budget, BudgetConfig, PGDConfig, budget_map, run_pgd, sticker_mask
+from facecloak.optimise.torch_step import SurrogateTarget, TorchStepper
 from facecloak.optimise.budget import border_taper
 
 
@@ -49,12 +50,13 @@ def _targets(views):
 def test_pgd_respects_budget_is_deterministic_and_lowers_loss(aligned):
     crop, lms = aligned
     views = torch.from_numpy(crop).permute(2, 0, 1)[None].float().div(255).repeat(4, 1, 1, 1)
-    budget = torch.from_numpy(budget_map(crop, lms, BudgetConfig()))
+    budget = Budget.of_face(crop, lms, BudgetConfig())
     cfg = PGDConfig(iterations=4, attention=True)
-    first = run_pgd(views, budget, _targets(views), cfg, seed=3)
-    again = run_pgd(views, budget, _targets(views), cfg, seed=3)
-    assert torch.equal(first.delta, again.delta)
-    assert (first.delta.abs() <= budget + 1e-7).all()
-    assert first.delta.abs().max() > 8 / 255  # the focus pixels really get eps_A inside the loop
+    step = TorchStepper(_targets(views), cfg)
+    first = run_pgd(step, views.numpy(), budget, cfg, seed=3)
+    again = run_pgd(step, views.numpy(), budget, cfg, seed=3)
+    assert np.array_equal(first.delta, again.delta)
+    assert (np.abs(first.delta) <= budget.map + 1e-7).all()
+    assert np.abs(first.delta).max() > 8 / 255  # the focus pixels really get eps_A inside the loop
     assert first.losses[-1] < first.losses[0]
     assert 0.0 <= float(first.attention.min()) < 1.0 and float(first.attention.max()) <= 1.0  # alpha learns

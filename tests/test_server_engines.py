@@ -8,13 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facecloak.engines.backend import open_graph_backend, runtime_chain
+from facecloak.engines.graph_backend import open_graph_backend, runtime_chain
 from facecloak.engines.manifest import EngineMismatchError
 from facecloak.enroll import EnrollConfig, Enroller
 from facecloak.imageio import read_image
 from facecloak.mask import decode_mask, encode_mask
 from facecloak.optimise import PGDConfig
-from facecloak.optimise.backend import AnchorSet, TorchBackend
+from facecloak.optimise import Anchors
+from facecloak.optimise.torch_backend import TorchBackend
 
 from .conftest import build_sface_engines
 from .test_server_helpers import client_for, lfw_bytes, lfw_path, options, running_server
@@ -36,22 +37,22 @@ def test_enrollment_on_onnx_runtime_matches_pytorch_closely(build: Path) -> None
     graph = Enroller(backend=backend).enroll(photo, CONFIG)
     torch_result = Enroller(backend=TorchBackend()).enroll(photo, CONFIG)
     assert graph.anchors == torch_result.anchors  # same embeddings -> same anchor identities
-    # The engine loop draws its random start and diversity from numpy, not torch, so the masks differ
-    # pixel by pixel; what must agree is the budget they use and the protection they give.
-    a, b = np.abs(graph.mask.delta), np.abs(torch_result.mask.delta)
-    assert a.max() == pytest.approx(b.max(), abs=2 / 255) and a.mean() == pytest.approx(b.mean(), rel=0.25)
+    # One loop, one random stream: the masks differ only where float rounding flips the sign of a
+    # near-zero gradient component. Tolerance: 90 % of values within 1/255, protection within 0.05.
+    close = np.abs(graph.mask.delta - torch_result.mask.delta) < 1 / 255
+    assert close.mean() > 0.9
     for g, t in zip(graph.self_check, torch_result.self_check):
         assert abs(g.before - t.before) < 1e-3
-        assert g.after < g.before - 0.05 and abs(g.after - t.after) < 0.15
+        assert g.after < g.before - 0.05 and abs(g.after - t.after) < 0.05
 
 
 def test_no_fallback_means_a_clear_mismatch_for_other_shapes(build: Path) -> None:
     backend, _ = open_graph_backend("ort-cpu", ("sface",), VIEWS, CONFIG.pgd, engine_dir=build)
     views = np.zeros((VIEWS + 1, 3, 112, 112), np.float32)
     unit = np.eye(128, dtype=np.float32)
-    anchors = {"sface": AnchorSet(unit[0], unit[1], unit[2])}
+    anchors = {"sface": Anchors(unit[0], unit[1], unit[2])}
     with pytest.raises(EngineMismatchError, match="facecloak-export step"):
-        backend.optimise(views, np.full((112, 112), 8 / 255, np.float32), anchors, CONFIG.pgd, 0, 8 / 255)
+        backend.stepper(anchors, len(views), 112, CONFIG.pgd)
     assert runtime_chain("tensorrt") == ["tensorrt", "ort-cuda", "ort-cpu"] and runtime_chain("ort-cpu") == ["ort-cpu"]
 
 

@@ -16,7 +16,8 @@ from ..faces import AlignedFrame
 from ..faces.crop import AlignedFace
 from ..mask import Mask, decode_mask, encode_mask
 from ..models import torch_embedder
-from ..optimise import BudgetConfig, PGDConfig, SurrogateTarget, budget_map, run_pgd
+from ..optimise import Budget, BudgetConfig, PGDConfig, budget_map, run_pgd
+from ..optimise.torch_step import SurrogateTarget, TorchStepper
 
 PER_IMAGE_STEPS = 10  # the issue's per-image reference: 10 steps at the same budget
 
@@ -53,25 +54,26 @@ def centre_targets(surrogates: Sequence[str], views: torch.Tensor) -> list[Surro
     return targets
 
 
-def shipped_mask(delta: torch.Tensor, frame: AlignedFrame, models: tuple[str, ...]) -> Mask:
+def shipped_mask(delta: np.ndarray, frame: AlignedFrame, models: tuple[str, ...]) -> Mask:
     """A (3,S,S) PGD delta as the mask a user receives (see ``shipped``)."""
-    return shipped(Mask(delta=delta.permute(1, 2, 0).numpy().astype(np.float32), frame=frame, models=models))
+    return shipped(Mask(delta=np.ascontiguousarray(delta.transpose(1, 2, 0), np.float32), frame=frame, models=models))
 
 
 def centre_mask(surrogates: Sequence[str], views: torch.Tensor, budget: np.ndarray, frame: AlignedFrame,
                 pgd: PGDConfig, eps: float, seed: int) -> Mask:
     """A universal mask from the same views, budget and PGD settings as ours, with the class-centre loss."""
     cfg = replace(pgd, self_weight=1.0)
-    result = run_pgd(views, torch.from_numpy(budget), centre_targets(surrogates, views), cfg, seed=seed, eps=eps)
+    result = run_pgd(TorchStepper(centre_targets(surrogates, views), cfg), views.numpy(), Budget(budget, eps), cfg, seed)
     return shipped_mask(result.delta, frame, tuple(surrogates))
 
 
-def per_image_masks(crops: torch.Tensor, budgets: torch.Tensor, targets: Sequence[SurrogateTarget], frame: AlignedFrame,
+def per_image_masks(crops: np.ndarray, budgets: np.ndarray, targets: Sequence[SurrogateTarget], frame: AlignedFrame,
                     pgd: PGDConfig, eps: float, seed: int) -> list[Mask]:
     """Per-image PGD (the upper reference): the core's run_pgd on each probe alone, 10 steps.
 
     Each mask lives in its own probe's aligned frame (``crops`` (N,3,S,S), ``budgets`` (N,S,S)).
     """
     cfg = replace(pgd, iterations=PER_IMAGE_STEPS)
-    return [shipped_mask(run_pgd(crop[None], budget, targets, cfg, seed=seed + i, eps=eps).delta, frame, ("pgd",))
+    step = TorchStepper(targets, cfg)
+    return [shipped_mask(run_pgd(step, crop[None], Budget(budget, eps), cfg, seed + i).delta, frame, ("pgd",))
             for i, (crop, budget) in enumerate(zip(crops, budgets))]

@@ -1,6 +1,8 @@
-"""Stage 2b: per-pixel budgets and the batched PGD loop."""
+"""Stage 2b: per-pixel budgets and the PGD loop (numpy; the PyTorch step lives in ``torch_step``)."""
 
-from .budget import BudgetConfig, budget_map, highpass_mask, sticker_mask
-from .pgd import DiversityDraw, PGDConfig, PGDResult, StepState, SurrogateTarget, cloak_loss, draw_diversity, pgd_step, project, run_pgd
+from .budget import Budget, BudgetConfig, budget_map, highpass_mask, sticker_mask
+from .config import PGDConfig
+from .loop import Anchors, DiversityDraw, LoopState, PGDResult, StepInputs, Stepper, draw_diversity, run_pgd
 
-__all__ = ["DiversityDraw", "StepState", "draw_diversity", "pgd_step", "project", "BudgetConfig", "PGDConfig", "PGDResult", "SurrogateTarget", "budget_map", "cloak_loss", "highpass_mask", "run_pgd", "sticker_mask"]
+__all__ = ["Anchors", "Budget", "BudgetConfig", "DiversityDraw", "LoopState", "PGDConfig", "PGDResult", "StepInputs",
+           "Stepper", "budget_map", "draw_diversity", "highpass_mask", "run_pgd", "sticker_mask"]

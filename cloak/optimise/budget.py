@@ -77,3 +77,26 @@ def budget_map(face: np.ndarray, landmarks: np.ndarray, cfg: BudgetConfig) -> np
         focus |= highpass_mask(face, cfg.highpass_sigma * k, cfg.highpass_mu)
     budget = np.where(focus, cfg.eps_focus, cfg.eps).astype(np.float32)
     return budget * border_taper(size, cfg.border_taper_px * k)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The per-pixel L-inf budget and the base eps it was made from: the one value that carries
+    ``--eps`` from the command line to the projection (the step size scales with map / eps)."""
+
+    map: np.ndarray  # (S, S) float32 on the 0..1 scale
+    eps: float
+
+    def __post_init__(self) -> None:
+        if self.map.ndim != 2 or self.map.shape[0] != self.map.shape[1]:
+            raise ValueError(f"budget map must be (S, S), got {self.map.shape}")
+        if not self.eps > 0:
+            raise ValueError(f"base eps must be positive, got {self.eps}")
+
+    @classmethod
+    def of_face(cls, face: np.ndarray, landmarks: np.ndarray, cfg: BudgetConfig) -> Budget:
+        return cls(budget_map(face, landmarks, cfg), cfg.eps)
+
+    def bound(self) -> np.ndarray:
+        """(3, S, S) float32: the map for every channel."""
+        return np.ascontiguousarray(np.broadcast_to(self.map.astype(np.float32), (3, *self.map.shape)))

@@ -1,0 +1,115 @@
+"""One PGD iteration in PyTorch autograd: the reference ``Stepper``, and the function the export stage traces."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import PGDConfig
+from .loop import Anchors, DiversityDraw, LoopState, StepInputs
+
+
+@dataclass
+class SurrogateTarget:
+    """One surrogate's embedder with its anchors and the user's clean embedding (all unit vectors)."""
+
+    embed: Callable[[torch.Tensor], torch.Tensor]
+    near: torch.Tensor  # (D,) G+
+    far: torch.Tensor  # (D,) G-
+    user: torch.Tensor  # (D,)
+
+
+@dataclass
+class StepState:
+    delta: torch.Tensor  # (3, S, S)
+    alpha: torch.Tensor  # (S, S)
+    velocity: torch.Tensor  # (3, S, S) momentum buffer
+
+
+def cloak_loss(emb: torch.Tensor, target: SurrogateTarget, self_weight: float) -> torch.Tensor:
+    """Eq. 4 averaged over views: ||e - G-|| - ||e - G+||, plus ``self_weight`` * cos(e, user)."""
+    loss = (emb - target.far).norm(dim=1) - (emb - target.near).norm(dim=1)
+    if self_weight:
+        loss = loss + self_weight * (emb @ target.user)
+    return loss.mean()
+
+
+def diversify(x: torch.Tensor, theta: torch.Tensor, down_size: int) -> torch.Tensor:
+    """Warp (N, 3, S, S) views by ``theta``, then down/up-sample through ``down_size`` (differentiable)."""
+    size = x.shape[-1]
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    if down_size < size:
+        x = F.interpolate(x, size=down_size, mode="bilinear", antialias=True, align_corners=False)
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    return x
+
+
+def smooth_gradient(grad: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Depthwise Gaussian blur of a (3, S, S) gradient; identity for sigma <= 0."""
+    if sigma <= 0:
+        return grad
+    radius = max(1, int(round(3 * sigma)))
+    x = torch.arange(-radius, radius + 1, dtype=grad.dtype)
+    kernel_1d = torch.exp(-(x**2) / (2 * sigma**2))
+    kernel_1d = kernel_1d / kernel_1d.sum()
+    kernel = (kernel_1d[:, None] * kernel_1d[None, :]).expand(grad.shape[0], 1, -1, -1)
+    return F.conv2d(grad[None], kernel, padding=radius, groups=grad.shape[0])[0]
+
+
+def _standardise(g: torch.Tensor) -> torch.Tensor:
+    return (g - g.mean()) / g.std().clamp_min(1e-12)
+
+
+def clip_to_budget(x: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
+    """Clip ``x`` to [-bound, bound] per pixel (bound is a tensor, so torch.clamp's scalars do not fit)."""
+    return torch.maximum(torch.minimum(x, bound), -bound)
+
+
+def pgd_step(
+    state: StepState, views: torch.Tensor, bound: torch.Tensor, steps: torch.Tensor,
+    targets: Sequence[SurrogateTarget], cfg: PGDConfig, theta: torch.Tensor, down_size: int,
+) -> tuple[StepState, torch.Tensor]:
+    """One PGD iteration over all views at once: loss, input gradient, attention update, projection.
+
+    ``steps`` is the per-pixel step size. Pure: returns the new state and the loss.
+    """
+    delta = state.delta.detach().requires_grad_(True)
+    alpha = state.alpha.detach().requires_grad_(cfg.attention)
+    cloaked = (views + clip_to_budget(delta * alpha, bound)).clamp(0, 1)
+    batch = diversify(cloaked, theta, down_size)
+    loss = sum(cloak_loss(t.embed(batch), t, cfg.self_weight) for t in targets) / len(targets)
+    grads = torch.autograd.grad(loss, [delta, alpha] if cfg.attention else [delta])
+    with torch.no_grad():
+        grad = smooth_gradient(grads[0], cfg.grad_sigma)
+        grad = grad / grad.abs().mean().clamp_min(1e-12)
+        velocity = cfg.momentum * state.velocity + grad
+        new_delta = clip_to_budget(delta - steps * velocity.sign(), bound)
+        new_alpha = (alpha - cfg.attention_lr * _standardise(grads[1])).clamp(0, 1) if cfg.attention else alpha
+    return StepState(new_delta, new_alpha.detach(), velocity), loss.detach()
+
+
+def surrogate_targets(embedders: Mapping[str, Callable[[torch.Tensor], torch.Tensor]],
+                      anchors: Mapping[str, Anchors]) -> list[SurrogateTarget]:
+    """Torch targets from numpy anchors, in ``anchors``' order."""
+    return [SurrogateTarget(embedders[m], *(torch.from_numpy(np.asarray(v, np.float32)) for v in (a.near, a.far, a.user)))
+            for m, a in anchors.items()]
+
+
+class TorchStepper:
+    """``pgd_step`` behind the loop's ``Stepper`` interface (numpy in, numpy out; no copies)."""
+
+    def __init__(self, targets: Sequence[SurrogateTarget], cfg: PGDConfig) -> None:
+        if not targets:
+            raise ValueError("at least one surrogate is needed")
+        self.targets, self.cfg = list(targets), cfg
+
+    def __call__(self, fixed: StepInputs, state: LoopState, draw: DiversityDraw) -> tuple[LoopState, float]:
+        t = torch.from_numpy
+        new, loss = pgd_step(StepState(t(state.delta), t(state.alpha), t(state.velocity)), t(fixed.views),
+                             t(fixed.bound), t(fixed.steps), self.targets, self.cfg, t(draw.theta), draw.down_size)
+        return LoopState(new.delta.numpy(), new.alpha.numpy(), new.velocity.numpy()), float(loss)
