@@ -14,6 +14,7 @@ import argparse
 import os
 import tempfile
 import time
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,13 +25,14 @@ from facecloak.faces import AlignedFrame, FaceDetector, detect_largest_face
 from facecloak.imageio import read_image
 from facecloak.views import AugmentViews, ViewRequest
 from facecloak.export.pipeline import save_artefacts
-from facecloak.views.arc2face_export import ExportSpec, export_arc2face, to_artefacts
+from facecloak.engines.arc2face_runtime import OnnxArc2FaceSampler
+from facecloak.export.arc2face import ExportSpec, export_arc2face, to_artefacts
 from facecloak.views.arc2face_identity import OnnxArcFace
 from facecloak.views.arc2face_layout import verify_layout
-from facecloak.views.arc2face_runtime import OnnxArc2FaceSampler
 from facecloak.views.arc2face_sampler import Arc2FaceSampler, SamplerConfig, load_models
 from facecloak.views.arc2face_screen import ScreenConfig, ViewScreen
-from facecloak.views.arc2face_tiny import build_tiny_model_dir
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tiny model lives beside the tests
+from arc2face_tiny import build_tiny_model_dir  # noqa: E402
 
 
 def timed(fn, repeats: int = 1) -> tuple[float, object]:

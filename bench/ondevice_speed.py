@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from facecloak.apply import warp_mask_to_photo
-from facecloak.clients.ondevice_export import model_bytes
+from facecloak.export.ondevice import model_bytes
 from facecloak.clients.ondevice_onnx import export_onnx
 from facecloak.clients.ondevice_reference import cloak_in_place, load_device_mask, plan_roi
 from facecloak.clients.ondevice_verify import lfw_cases, onnx_runner, random_mask_bytes

@@ -55,3 +55,17 @@ class AssetMissingError(FaceCloakError):
 
     reason = "ASSET_MISSING"
     exit_code = 8
+
+
+class OutputError(FaceCloakError):
+    """An output file cannot be written: missing or read-only folder, a directory in the way, disk full, size limit."""
+
+    reason = "OUTPUT_FAILED"
+    exit_code = 12
+
+
+class ExtraMissingError(FaceCloakError):
+    """An optional dependency this operation needs is not installed; the message names the extra."""
+
+    reason = "EXTRA_MISSING"
+    exit_code = 13

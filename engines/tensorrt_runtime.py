@@ -9,12 +9,51 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
 from .manifest import Artefact, EngineMismatchError
-from .runtimes import Embedder, EngineUnavailableError, ManifestRuntime, RuntimeConfig, StepKey, Stepper
-from .tensorrt_build import ENGINE_SUBDIR, gpu_info, import_tensorrt
+from .runtime_base import Embedder, EngineUnavailableError, GraphCall, ManifestRuntime, RuntimeConfig, StepKey
+
+ENGINE_SUBDIR = "tensorrt"  # engines and their manifest live in <build>/tensorrt/
+
+
+def import_tensorrt() -> ModuleType:
+    """The ``tensorrt`` module, or a clear ``EngineUnavailableError`` naming what to install."""
+    try:
+        import tensorrt
+    except ImportError as exc:
+        raise EngineUnavailableError(
+            f"TensorRT is not installed here ({exc}). Build engines on a GPU host with CUDA: "
+            "`pip install tensorrt cuda-python` there, then `facecloak-export build --out <folder>` "
+            "(see docs/export.md); no engine was written") from None
+    return tensorrt
+
+
+def cuda_runtime() -> ModuleType:
+    """cuda-python's runtime module (its import path moved between releases)."""
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        try:
+            from cuda import cudart
+        except ImportError:
+            raise EngineUnavailableError("cuda-python is not installed: `pip install cuda-python` on the GPU host") from None
+    return cudart
+
+
+def gpu_info() -> dict[str, str | None]:
+    """Name, compute capability and CUDA runtime version of device 0 (via cuda-python)."""
+    cudart = cuda_runtime()
+    err, props = cudart.cudaGetDeviceProperties(0)
+    if int(err) != 0:
+        raise EngineUnavailableError(f"no usable CUDA device (cudaGetDeviceProperties error {err})")
+    _, version = cudart.cudaRuntimeGetVersion()
+    name = props.name.decode(errors="replace").strip("\x00") if isinstance(props.name, bytes) else str(props.name)
+    return {"name": name, "compute_capability": f"{props.major}.{props.minor}", "cuda": f"{version // 1000}.{version % 1000 // 10}"}
+
+
 
 
 def _check(call_result: tuple) -> object:  # noqa: ANN401 - cuda-python returns (err, *values)
@@ -24,7 +63,7 @@ def _check(call_result: tuple) -> object:  # noqa: ANN401 - cuda-python returns 
     return values[0] if len(values) == 1 else values
 
 
-class _Engine:
+class TensorRTEngine:
     """One deserialized engine with an execution context; synchronous numpy in/out."""
 
     def __init__(self, trt, runtime, path: Path, cudart) -> None:  # noqa: ANN001
@@ -81,17 +120,13 @@ class TensorRTRuntime(ManifestRuntime):
         if self.manifest.gpu.get("compute_capability") != gpu["compute_capability"]:
             raise EngineMismatchError(f"engines were built for compute capability {self.manifest.gpu.get('compute_capability')} "
                                       f"({self.manifest.gpu.get('name')}), this GPU is {gpu['compute_capability']} ({gpu['name']})")
-        try:
-            from cuda.bindings import runtime as cudart
-        except ImportError:
-            from cuda import cudart
-        self._trt, self._cudart = trt, cudart
+        self._trt, self._cudart = trt, cuda_runtime()
         self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self._engines: dict[str, _Engine] = {}
+        self._engines: dict[str, TensorRTEngine] = {}
 
-    def _engine(self, artefact: Artefact) -> _Engine:
+    def _engine(self, artefact: Artefact) -> TensorRTEngine:
         if artefact.name not in self._engines:
-            self._engines[artefact.name] = _Engine(self._trt, self._runtime, self._checked(artefact), self._cudart)
+            self._engines[artefact.name] = TensorRTEngine(self._trt, self._runtime, self._checked(artefact), self._cudart)
         return self._engines[artefact.name]
 
     def embedder(self, model: str) -> Embedder:
@@ -99,12 +134,5 @@ class TensorRTRuntime(ManifestRuntime):
         (name,), (output,) = engine.inputs, engine.outputs
         return lambda faces: engine({name: faces})[output]
 
-    def stepper(self, key: StepKey) -> Stepper:
+    def stepper(self, key: StepKey) -> GraphCall:
         return self._engine(self.step_artefact(key))
-
-
-def engine_accuracy(engine_path: Path, artefact: Artefact) -> dict:
-    """Compare a freshly built engine with ONNX Runtime fp32 on real faces (used by the builder)."""
-    from facecloak.export.verify import engine_agreement
-
-    return engine_agreement(engine_path, artefact)

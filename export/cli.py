@@ -4,8 +4,8 @@
     facecloak-export step --models sface,facenet --views 8 # the PGD step graph + resampling table
     facecloak-export build --precision fp16                # TensorRT engines (GPU host only)
     facecloak-export triton --repo triton_models           # Triton model repository
-    facecloak-export ondevice --formats onnx --verify      # the on-device add-and-clip op (issue 5's exporter)
-    facecloak-export arc2face ...                          # Arc2Face view-generator engines (its exporter)
+    facecloak-export ondevice --formats onnx --verify      # the on-device add-and-clip op
+    facecloak-export arc2face MODEL_DIR                    # Arc2Face view-generator graphs
     facecloak-export all                                   # surrogates + step + on-device op
 
 Everything goes to --out (default engines/build/) and is listed in its manifest.json.
@@ -14,7 +14,6 @@ Everything goes to --out (default engines/build/) and is listed in its manifest.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import time
 from collections.abc import Sequence
@@ -22,18 +21,10 @@ from pathlib import Path
 
 from facecloak.engines.manifest import Artefact, sha256_file
 from facecloak.engines.runtimes import default_build_dir
-from facecloak.errors import BadOptionError, FaceCloakError
+from facecloak.command import comma_list, run_command
+from facecloak.errors import BadOptionError
 
-# Subcommands owned by other stages: everything after the name goes to their main(argv).
-PASSTHROUGH = {"ondevice": "facecloak.clients.ondevice_export", "arc2face": "facecloak.views.arc2face_export"}
 ONDEVICE_SUFFIXES = {".onnx", ".tflite", ".mlmodel"}
-
-
-def _models(text: str) -> tuple[str, ...]:
-    models = tuple(m.strip() for m in text.split(",") if m.strip())
-    if not models:
-        raise argparse.ArgumentTypeError("give at least one model name")
-    return models
 
 
 def _export_config(args: argparse.Namespace, models: tuple[str, ...] | None = None):  # noqa: ANN202
@@ -59,7 +50,7 @@ def cmd_step(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from facecloak.engines.tensorrt_build import BuildConfig, build_engines
+    from facecloak.export.tensorrt_build import BuildConfig, build_engines
 
     build_engines(BuildConfig(args.out, args.precision, max_batch=args.max_batch))
     return 0
@@ -73,18 +64,16 @@ def cmd_triton(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_passthrough(command: str, argv: Sequence[str]) -> int:
-    """Call another stage's exporter (``main(argv)``) if this install has it; imported only when used."""
-    module_name = PASSTHROUGH[command]
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
-            raise BadOptionError(f"`facecloak-export {command}` needs {module_name}, which is not part of this install") from None
-        raise
-    if not callable(getattr(module, "main", None)):
-        raise BadOptionError(f"{module_name} has no main(argv)")
-    return int(module.main(list(argv)) or 0)
+def cmd_ondevice(args: argparse.Namespace) -> int:
+    from .ondevice import run
+
+    return run(args)
+
+
+def cmd_arc2face(args: argparse.Namespace) -> int:
+    from .arc2face import run_export  # torch + diffusers: only when asked for
+
+    return run_export(args)
 
 
 def record_ondevice(out: Path, folder: Path, seconds: float) -> list[Artefact]:
@@ -105,8 +94,12 @@ def cmd_all(args: argparse.Namespace) -> int:
     """Surrogates, the step graph of the surrogate set, and the on-device op, all verified."""
     cmd_surrogates(args)
     cmd_step(args)
+    from .ondevice import add_ondevice_parser
+
     start, folder = time.perf_counter(), args.out / "ondevice"
-    code = run_passthrough("ondevice", ["--out", str(folder), "--formats", args.ondevice_formats, "--verify"])
+    ondevice = argparse.ArgumentParser()
+    add_ondevice_parser(ondevice.add_subparsers())
+    code = cmd_ondevice(ondevice.parse_args(["ondevice", "--out", str(folder), "--formats", args.ondevice_formats, "--verify"]))
     if code != 0:
         return code
     record_ondevice(args.out, folder, time.perf_counter() - start)
@@ -129,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   ("step", cmd_step, "the PGD step as one ONNX graph"),
                                   ("all", cmd_all, "surrogates + step + on-device op")):
         p = add(name, func, help_text)
-        p.add_argument("--models", type=_models, default=("sface", "facenet"), help="comma list of surrogates")
+        p.add_argument("--models", type=comma_list, default=("sface", "facenet"), help="comma list of surrogates")
         p.add_argument("--views", type=int, default=8, help="views per step graph")
         p.add_argument("--size", type=int, default=112, help="aligned frame side in px")
         p.add_argument("--no-verify", action="store_true", help="skip the comparison with PyTorch")
@@ -142,21 +135,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repo", type=Path, required=True, help="model repository folder to write")
     p.add_argument("--backend", default="onnx", choices=("onnx", "tensorrt"))
     p.add_argument("--max-batch", type=int, default=64)
-    for name, module in PASSTHROUGH.items():  # listed for --help; main() hands their arguments over
-        sub.add_parser(name, help=f"run {module} (its own options follow)", add_help=False)
+    from .ondevice import add_ondevice_parser
+
+    add_ondevice_parser(sub)
+    p = sub.add_parser("arc2face", help="export the Arc2Face text encoder, UNet and VAE decoder to ONNX")
+    p.add_argument("--out", type=Path, default=default_build_dir(), help="build folder (default engines/build)")
+    p.add_argument("model_dir", type=Path, help="Arc2Face model directory (docs/arc2face.md)")
+    p.add_argument("--size", type=int, default=512, help="image side the UNet/VAE graphs are traced at")
+    p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime parity check")
+    p.set_defaults(func=cmd_arc2face)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        if argv and argv[0] in PASSTHROUGH:
-            return run_passthrough(argv[0], argv[1:])
-        args = build_parser().parse_args(argv)
-        return args.func(args)
-    except FaceCloakError as exc:
-        print(f"facecloak-export: error [{exc.reason}]: {exc}", file=sys.stderr)
-        return exc.exit_code
+    args = build_parser().parse_args(argv)
+    return run_command("facecloak-export", lambda: args.func(args))
 
 
 if __name__ == "__main__":

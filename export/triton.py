@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from facecloak.engines.manifest import Artefact, load_manifest
-from facecloak.engines.tensorrt_build import ENGINE_SUBDIR
+from facecloak.engines.tensorrt_runtime import ENGINE_SUBDIR
 from facecloak.errors import BadOptionError
 
 PLATFORMS = {"onnx": ("onnxruntime_onnx", "model.onnx"), "tensorrt": ("tensorrt_plan", "model.plan")}

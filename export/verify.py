@@ -143,13 +143,9 @@ def engine_agreement(engine_path: Path, engine: Artefact) -> dict:
     """A TensorRT engine vs ONNX Runtime fp32 on real faces; ``ok`` says whether its precision holds."""
     import tensorrt as trt
 
-    from facecloak.engines.tensorrt_runtime import _Engine
+    from facecloak.engines.tensorrt_runtime import TensorRTEngine, cuda_runtime
 
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        from cuda import cudart
-    run = _Engine(trt, trt.Runtime(trt.Logger(trt.Logger.WARNING)), engine_path, cudart)
+    run = TensorRTEngine(trt, trt.Runtime(trt.Logger(trt.Logger.WARNING)), engine_path, cuda_runtime())
     session = _session(engine_path.parent.parent / engine.attributes["onnx"])
     if engine.kind == "surrogate":
         faces = real_faces(3, engine.attributes["size"])

@@ -18,15 +18,13 @@ from grpc_reflection.v1alpha import reflection
 
 from .. import __version__
 from ..assets import asset
+from ..assemble import EnrollerSpec, build_enroller
 from ..enroll import EnrollConfig, Enroller
 from ..errors import FaceCloakError
 from ..imageio import ImageLimits
 from ..models import get_card, torch_embedder
-from ..optimise.backend import OptimiseBackend
-from ..optimise.torch_backend import TorchBackend
 from ..proto import enrollment_pb2 as pb
 from ..proto.convert import OptionLimits
-from ..views.arc2face_select import choose_view_backend
 from .auth import ApiKeyAuth, RateLimiter, load_api_keys
 from .config import ServerConfig
 from .metrics import Metrics
@@ -138,26 +136,13 @@ class FaceCloakServer:
         return self.port
 
     def _open_enroller(self) -> Enroller:
-        """The enroller with the configured optimise backend and the view backend Arc2Face selection picks."""
-        views = choose_view_backend()
-        self.view_generator = views.name
-        log.info("view backend", extra={"choice": views.reason})
-        self.active_backend = "torch-cpu"
-        torch_backend = TorchBackend()
-        backend: OptimiseBackend = torch_backend
-        if self.config.backend != "torch-cpu":
-            from ..engines.graph_backend import open_graph_backend  # noqa: PLC0415 - engine runtimes only when asked for
-
-            try:
-                backend, refusals = open_graph_backend(self.config.backend, self.defaults.surrogates, self.defaults.views,
-                                                       self.defaults.pgd, engine_dir=self.config.engine_dir,
-                                                       fallback=torch_backend)
-                self.active_backend = backend.name
-                for refusal in refusals:
-                    log.warning("runtime refused", extra={"reason": refusal})
-            except FaceCloakError as exc:
-                log.warning("no engine runtime could be opened; serving with torch-cpu", extra={"reason": str(exc)})
-        return Enroller(views=views.build(), backend=backend)
+        """The enroller with the configured optimise backend chain and the view backend that can run here."""
+        spec = EnrollerSpec(backend=self.config.backend, engine_dir=self.config.engine_dir,
+                            surrogates=self.defaults.surrogates, views=self.defaults.views, pgd=self.defaults.pgd)
+        assembled = build_enroller(spec)
+        self.view_generator, self.active_backend = assembled.view_backend, assembled.backend
+        log.info("view backend", extra={"choice": assembled.notes[0]})
+        return assembled.enroller
 
     def _warm(self) -> None:
         try:

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+from ..assemble import BACKENDS
 from ..enroll import DEFAULT_SURROGATES
 from ..errors import BadOptionError
 from ..models import get_card
@@ -18,7 +19,6 @@ from ..models import get_card
 ENV_PREFIX = "FACECLOAK_SERVER_"
 # torch-cpu runs PGD with PyTorch eager; the others run the exported engines (facecloak-export) and fall
 # back to the next less capable runtime, then to torch-cpu, with the reason logged and in Describe.
-BACKENDS = ("torch-cpu", "ort-cpu", "ort-cuda", "tensorrt")
 SECRET_FIELDS = ("api_keys",)  # never accepted as flags: command lines are visible to every local user
 
 

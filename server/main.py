@@ -8,28 +8,35 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from ..command import run_command
 from ..errors import FaceCloakError
-from .config import load_config
+from .config import ServerConfig, load_config
 from .logs import configure_logging
 
 log = logging.getLogger("facecloak.server")
 
 
+class ServerStartError(FaceCloakError):
+    """The service could not start (port taken, TLS files unreadable, ...)."""
+
+    reason = "START_FAILED"
+    exit_code = 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        config = load_config(argv)
-    except FaceCloakError as exc:
-        print(f"facecloak-server: error: {exc}", file=sys.stderr)
-        return 2
+    return run_command("facecloak-server", lambda: serve(load_config(argv)))
+
+
+def serve(config: ServerConfig) -> int:
+    """Start the service with ``config`` and block until SIGINT/SIGTERM, then drain."""
     configure_logging(config.log_level)
     from .app import FaceCloakServer  # heavy imports (torch) only once the flags are valid
 
     try:
         server = FaceCloakServer(config)
         port = server.start()
-    except (FaceCloakError, OSError, RuntimeError) as exc:
-        print(f"facecloak-server: error: {exc}", file=sys.stderr)
-        return 1
+    except (OSError, RuntimeError) as exc:
+        raise ServerStartError(str(exc)) from None
     # One plain line on stdout so scripts can find the port when --port 0 was asked for.
     print(f"facecloak-server listening on {config.host}:{port}" + (f" metrics :{server.metrics_port}"
                                                                    if server.metrics_port else ""), flush=True)

@@ -9,7 +9,7 @@ from facecloak.errors import BadOptionError
 from facecloak.views.arc2face_conditioning import ID_PROMPT, IdPromptEncoder, prompt_ids
 from facecloak.views.arc2face_layout import verify_layout
 from facecloak.views.arc2face_sampler import SamplerConfig, load_models
-from facecloak.views.arc2face_tiny import build_tiny_model_dir
+from .arc2face_tiny import build_tiny_model_dir
 
 
 @pytest.fixture(scope="module")

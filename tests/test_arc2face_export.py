@@ -7,10 +7,10 @@ import torch
 
 from facecloak.assets import asset
 from facecloak.views.arc2face import Arc2FaceConfig, Arc2FaceViews
-from facecloak.views.arc2face_export import ExportSpec, add_arc2face_parser, export_arc2face, graph_inputs, graph_modules
+from facecloak.export.arc2face import ExportSpec, export_arc2face, graph_inputs, graph_modules
 from facecloak.views.arc2face_layout import verify_layout
 from facecloak.views.arc2face_sampler import SamplerConfig, load_models
-from facecloak.views.arc2face_tiny import build_tiny_model_dir
+from .arc2face_tiny import build_tiny_model_dir
 
 SPEC = ExportSpec(size=32)
 
@@ -56,20 +56,18 @@ def test_text_graph_carries_the_identity_splice(models, exported):
     assert np.abs(onnx_out - ref).max() < 1e-4
 
 
-def test_cli_hook_registers_a_subcommand(tmp_path):
-    import argparse
+def test_export_cli_has_an_arc2face_subcommand(tmp_path):
+    from facecloak.export.cli import build_parser
 
-    parser = argparse.ArgumentParser()
-    add_arc2face_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["arc2face", str(tmp_path), "--out", str(tmp_path / "o"), "--size", "64"])
-    assert (args.size, args.no_verify, args.func.__name__) == (64, False, "run_export")
+    args = build_parser().parse_args(["arc2face", str(tmp_path), "--out", str(tmp_path / "o"), "--size", "64"])
+    assert (args.size, args.no_verify, args.func.__name__) == (64, False, "cmd_arc2face")
 
 
 @pytest.fixture(scope="module")
 def recorded(tiny, exported):
     """The export folder with its manifest.json, as `facecloak-export arc2face` leaves it."""
     from facecloak.export.pipeline import save_artefacts
-    from facecloak.views.arc2face_export import to_artefacts
+    from facecloak.export.arc2face import to_artefacts
 
     out = exported["arc2face_unet"].path.parent
     save_artefacts(out, to_artefacts(list(exported.values()), out, tiny, SPEC))
@@ -89,7 +87,7 @@ def test_graphs_are_recorded_in_the_export_manifest(recorded, exported):
 
 def test_exported_graphs_replay_the_sampling_loop(tiny, models, recorded):
     """The seeded DPM-Solver loop on the ONNX graphs gives the PyTorch sampler's images."""
-    from facecloak.views.arc2face_runtime import OnnxArc2FaceSampler
+    from facecloak.engines.arc2face_runtime import OnnxArc2FaceSampler
     from facecloak.views.arc2face_sampler import Arc2FaceSampler
 
     cfg = SamplerConfig(size=32, steps=2, batch_size=3, device="cpu")
@@ -98,7 +96,7 @@ def test_exported_graphs_replay_the_sampling_loop(tiny, models, recorded):
     torch_images = Arc2FaceSampler(models, cfg).sample(identity, [4, 5, 6])
     assert onnx_images.shape == (3, 32, 32, 3)
     assert np.abs(onnx_images.astype(int) - torch_images).max() <= 1
-    views = Arc2FaceViews(Arc2FaceConfig(tiny, sampler=cfg, export_dir=recorded), identity=object())
+    views = Arc2FaceViews(Arc2FaceConfig(tiny, sampler=cfg), sampler=OnnxArc2FaceSampler(recorded, tiny, cfg), identity=object())
     assert isinstance(views.sampler, OnnxArc2FaceSampler)
 
 
@@ -107,7 +105,7 @@ def test_runtime_refuses_stale_or_mismatched_graphs(tiny, recorded, tmp_path):
 
     from facecloak.engines.manifest import EngineMismatchError, load_manifest
     from facecloak.errors import BadOptionError
-    from facecloak.views.arc2face_runtime import OnnxArc2FaceSampler
+    from facecloak.engines.arc2face_runtime import OnnxArc2FaceSampler
 
     with pytest.raises(BadOptionError, match="works at 32 px; asked for 64 px"):
         OnnxArc2FaceSampler(recorded, tiny, SamplerConfig(size=64, device="cpu"))

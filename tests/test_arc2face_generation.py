@@ -14,7 +14,7 @@ from facecloak.views.arc2face import Arc2FaceConfig, Arc2FaceViews
 from facecloak.views.arc2face_layout import verify_layout
 from facecloak.views.arc2face_sampler import Arc2FaceSampler, SamplerConfig, load_models
 from facecloak.views.arc2face_screen import ViewGenerationError
-from facecloak.views.arc2face_tiny import build_tiny_model_dir
+from .arc2face_tiny import build_tiny_model_dir
 
 TINY = SamplerConfig(size=32, steps=2, batch_size=3, device="cpu")
 

@@ -10,8 +10,9 @@ from facecloak.assets import asset
 from facecloak.errors import AssetMissingError
 from facecloak.views import AugmentViews
 from facecloak.views.arc2face_layout import ChecksumError, main, verify_layout, write_manifest
+from facecloak.assemble import EnrollerSpec, build_views
 from facecloak.views.arc2face_select import ENV_MODEL_DIR, choose_view_backend
-from facecloak.views.arc2face_tiny import build_tiny_model_dir
+from .arc2face_tiny import build_tiny_model_dir
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +77,7 @@ def test_backend_is_arc2face_only_with_weights_extra_and_accelerator(tiny, monke
     gpu = lambda: "NVIDIA H100"  # noqa: E731
     choice = choose_view_backend(None, accelerator=gpu)
     assert choice.name == "augment" and ENV_MODEL_DIR in choice.reason
-    assert isinstance(choice.build(), AugmentViews)
+    assert isinstance(build_views(EnrollerSpec())[0], AugmentViews)
     choice = choose_view_backend(tiny, accelerator=lambda: None)
     assert choice.name == "augment" and "no CUDA accelerator" in choice.reason
     choice = choose_view_backend(tiny, accelerator=gpu)

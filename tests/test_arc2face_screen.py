@@ -15,7 +15,7 @@ from facecloak.views import ViewRequest
 from facecloak.views.arc2face import Arc2FaceConfig, Arc2FaceViews, view_seed
 from facecloak.views.arc2face_identity import InsightFaceArcFace, OnnxArcFace, card_for_onnx, identity_encoder
 from facecloak.views.arc2face_screen import ScreenConfig, ViewGenerationError, ViewScreen, collect_views
-from facecloak.views.arc2face_tiny import build_tiny_model_dir
+from .arc2face_tiny import build_tiny_model_dir
 
 from .conftest import person_photos
 

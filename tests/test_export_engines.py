@@ -12,7 +12,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 
 from facecloak.engines.manifest import Artefact, EngineMismatchError, Manifest, sha256_file
 from facecloak.engines.runtimes import EngineUnavailableError, RuntimeConfig, open_runtime
-from facecloak.engines.tensorrt_build import BuildConfig, build_engines, profile_shapes
+from facecloak.export.tensorrt_build import BuildConfig, build_engines, profile_shapes
 from facecloak.export.cli import main
 from facecloak.export.decompositions import export_decompositions
 from facecloak.export.opcoverage import check_tensorrt_coverage

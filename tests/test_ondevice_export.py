@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from facecloak.clients import ondevice_mil as mil
-from facecloak.clients.ondevice_export import (
-    MAX_MODEL_BYTES, ExportUnavailableError, export_coreml, export_tflite, litert_python, main, model_bytes,
+from facecloak.export.cli import main as export_main
+from facecloak.export.ondevice import (
+    MAX_MODEL_BYTES, ExportUnavailableError, export_coreml, export_tflite, litert_python, model_bytes,
 )
 from facecloak.clients.ondevice_verify import (
     compare, compare_to_torch, coreml_runner, lfw_cases, random_mask_bytes, tflite_runner, torch_runner,
@@ -65,8 +66,8 @@ def test_tflite_export_fails_loudly_without_its_environment(tmp_path):
     with pytest.raises(ExportUnavailableError, match="make_litert_env.sh"):
         export_tflite(tmp_path / "op.tflite", python=str(tmp_path / "no-such-python"))
     assert not (tmp_path / "op.tflite").exists()
-    assert main(["--out", str(tmp_path), "--formats", "tflite", "--litert-python", str(tmp_path / "nope")]) == 9
-    assert main(["--out", str(tmp_path), "--formats", "onnx,tensorrt"]) == 2  # BAD_OPTION, nothing exported
+    assert export_main(["ondevice", "--out", str(tmp_path), "--formats", "tflite", "--litert-python", str(tmp_path / "nope")]) == 9
+    assert export_main(["ondevice", "--out", str(tmp_path), "--formats", "onnx,tensorrt"]) == 2  # BAD_OPTION, nothing exported
     assert not (tmp_path / "facecloak_addclip_112.onnx").exists()
 
 
@@ -87,7 +88,7 @@ def test_tflite_runs_in_litert_interpreter_and_matches_server(tmp_path, cases):
 def test_ondevice_subcommand_hooks_into_a_parent_cli(tmp_path, capsys):
     import argparse
 
-    from facecloak.clients.ondevice_export import add_ondevice_parser
+    from facecloak.export.ondevice import add_ondevice_parser
 
     parser = argparse.ArgumentParser(prog="facecloak-export")
     add_ondevice_parser(parser.add_subparsers(dest="command", required=True))

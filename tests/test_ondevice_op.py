@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from facecloak.apply import apply_mask_with_landmarks
-from facecloak.clients.ondevice_export import MAX_MODEL_BYTES
+from facecloak.export.ondevice import MAX_MODEL_BYTES
 from facecloak.clients.ondevice_onnx import export_onnx
 from facecloak.clients.ondevice_op import AddAndClip, OpConfig
 from facecloak.clients.ondevice_reference import (

@@ -37,9 +37,6 @@ class Arc2FaceConfig:
     screen: ScreenConfig = field(default_factory=ScreenConfig)
     identity_backend: str = "onnx"  # or "insightface" (needs the package, see arc2face_identity)
     check_hashes: bool = True  # verify every file against manifest.json before loading
-    # An export folder with the three ONNX graphs (facecloak-export arc2face): sample with ONNX
-    # Runtime (CUDA execution provider when present) instead of the PyTorch modules.
-    export_dir: Path | None = None
 
 
 def view_seed(seed: int, index: int) -> int:
@@ -68,10 +65,8 @@ class Arc2FaceViews:
         self.detector = detector or FaceDetector()
 
     def _sampler(self, layout: Arc2FaceLayout) -> ImageSampler:
-        if self.config.export_dir is not None:
-            from .arc2face_runtime import OnnxArc2FaceSampler  # noqa: PLC0415
-
-            return OnnxArc2FaceSampler(self.config.export_dir, layout.root, self.config.sampler)
+        # The exported-graph sampler (facecloak.engines.arc2face_runtime) is passed in as ``sampler``
+        # by facecloak.assemble: the core never imports the engines.
         return Arc2FaceSampler(load_models(layout, self.config.sampler), self.config.sampler)
 
     def generate(self, request: ViewRequest) -> np.ndarray:

@@ -21,6 +21,9 @@ from ..errors import BadOptionError
 from .arc2face_conditioning import IdPromptEncoder
 from .arc2face_layout import Arc2FaceLayout
 
+# Output name of each exported Arc2Face graph (the exporter writes them, the engine sampler reads them).
+OUTPUT_NAMES = {"arc2face_text": "prompt_embeds", "arc2face_unet": "noise_pred", "arc2face_vae_decoder": "image"}
+
 
 @dataclass(frozen=True)
 class SamplerConfig:

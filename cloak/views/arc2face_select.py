@@ -12,8 +12,6 @@ from typing import Callable
 
 from ..errors import FaceCloakError
 from .arc2face_layout import verify_layout
-from .augment import AugmentViews
-from .base import ViewGenerator
 
 ENV_MODEL_DIR = "FACECLOAK_ARC2FACE_DIR"
 EXTRA_MODULES = ("diffusers", "transformers")
@@ -31,14 +29,6 @@ class BackendChoice:
     name: str  # "arc2face" or "augment"
     reason: str  # one line for logs and Describe
     model_dir: Path | None = None
-
-    def build(self, **arc2face_options) -> ViewGenerator:
-        """Instantiate the chosen backend (options go to Arc2FaceConfig when it is arc2face)."""
-        if self.name != "arc2face":
-            return AugmentViews()
-        from .arc2face import Arc2FaceConfig, Arc2FaceViews  # noqa: PLC0415 - heavy, only when chosen
-
-        return Arc2FaceViews(Arc2FaceConfig(model_dir=self.model_dir, **arc2face_options))
 
 
 def choose_view_backend(

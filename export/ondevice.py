@@ -1,7 +1,6 @@
 """Export the on-device add-and-clip op to ONNX, Core ML (ML Program) and TFLite.
 
-Hooked as ``facecloak-export ondevice`` through :func:`add_ondevice_parser`; standalone as the
-``facecloak-export ondevice`` console script (:func:`main`).
+``facecloak-export ondevice`` registers it through :func:`add_ondevice_parser`.
 """
 
 from __future__ import annotations
@@ -9,14 +8,12 @@ from __future__ import annotations
 import argparse
 import os
 import subprocess
-import sys
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import BadOptionError, FaceCloakError
-from .ondevice_onnx import export_onnx
-from .ondevice_op import AddAndClip, OpConfig, example_inputs
+from facecloak.clients.ondevice_onnx import export_onnx
+from facecloak.clients.ondevice_op import AddAndClip, OpConfig, example_inputs
+from facecloak.errors import BadOptionError, FaceCloakError
 
 FORMATS = ("onnx", "coreml", "tflite")
 MAX_MODEL_BYTES = 1 << 20
@@ -149,23 +146,8 @@ def run(args: argparse.Namespace) -> int:
     for fmt, path in paths.items():
         print(f"{fmt:7s} {path}  {model_bytes(path)} bytes")
     if args.verify:
-        from .ondevice_verify import verify_exports
+        from facecloak.clients.ondevice_verify import verify_exports
 
         for line in verify_exports(paths, config.mask_size, config.tile):
             print(line)
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="facecloak-export ondevice", description=__doc__)
-    _add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except FaceCloakError as exc:
-        print(f"error [{exc.reason}]: {exc}", file=sys.stderr)
-        return exc.exit_code
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -16,13 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+from facecloak.engines.manifest import Artefact, Manifest, load_manifest, sha256_file
+from facecloak.engines.runtime_base import EngineUnavailableError
+from facecloak.engines.tensorrt_runtime import ENGINE_SUBDIR, gpu_info, import_tensorrt
 from facecloak.errors import BadOptionError
 
-from .manifest import Artefact, Manifest, load_manifest, sha256_file
-from .runtimes import EngineUnavailableError
-
 PRECISIONS = ("fp32", "fp16", "bf16")
-ENGINE_SUBDIR = "tensorrt"
 TIMING_CACHE = "timing.cache"
 Shape = tuple[int, ...]
 
@@ -43,18 +42,6 @@ class BuildConfig:
             raise BadOptionError("batch sizes must satisfy 1 <= min <= opt <= max")
 
 
-def import_tensorrt() -> ModuleType:
-    """The ``tensorrt`` module, or a clear ``EngineUnavailableError`` naming what to install."""
-    try:
-        import tensorrt
-    except ImportError as exc:
-        raise EngineUnavailableError(
-            f"TensorRT is not installed here ({exc}). Build engines on a GPU host with CUDA: "
-            "`pip install tensorrt cuda-python` there, then `facecloak-export build --out <folder>` "
-            "(see docs/export.md); no engine was written") from None
-    return tensorrt
-
-
 def profile_shapes(artefact: Artefact, cfg: BuildConfig) -> dict[str, tuple[Shape, Shape, Shape]]:
     """(min, opt, max) shape per input; symbolic dimensions are the batch (1..max), others fixed."""
     shapes = {}
@@ -64,23 +51,6 @@ def profile_shapes(artefact: Artefact, cfg: BuildConfig) -> dict[str, tuple[Shap
                 tuple(cfg.max_batch if isinstance(d, str) else d for d in dims)]
         shapes[name] = (pick[0], pick[1], pick[2])
     return shapes
-
-
-def gpu_info() -> dict[str, str | None]:
-    """Name, compute capability and CUDA runtime version of device 0 (via cuda-python)."""
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        try:
-            from cuda import cudart
-        except ImportError:
-            raise EngineUnavailableError("cuda-python is not installed: `pip install cuda-python` on the GPU host") from None
-    err, props = cudart.cudaGetDeviceProperties(0)
-    if int(err) != 0:
-        raise EngineUnavailableError(f"no usable CUDA device (cudaGetDeviceProperties error {err})")
-    _, version = cudart.cudaRuntimeGetVersion()
-    name = props.name.decode(errors="replace").strip("\x00") if isinstance(props.name, bytes) else str(props.name)
-    return {"name": name, "compute_capability": f"{props.major}.{props.minor}", "cuda": f"{version // 1000}.{version % 1000 // 10}"}
 
 
 def _build_one(trt: ModuleType, builder, logger, cache, onnx_path: Path, artefact: Artefact, cfg: BuildConfig,  # noqa: ANN001
@@ -124,9 +94,9 @@ def build_engines(cfg: BuildConfig, accuracy_ok: Callable[[Path, Artefact], dict
     cache_path = out / TIMING_CACHE
     cache = builder.create_builder_config().create_timing_cache(cache_path.read_bytes() if cache_path.exists() else b"")
     if accuracy_ok is None:
-        from .tensorrt_runtime import engine_accuracy
+        from .verify import engine_agreement
 
-        accuracy_ok = engine_accuracy
+        accuracy_ok = engine_agreement
     manifest = Manifest(versions={**source.versions, "tensorrt": trt.__version__, "cuda": gpu["cuda"]},
                         gpu={"name": gpu["name"], "compute_capability": gpu["compute_capability"]})
     for artefact in source.of_kind("surrogate") + source.of_kind("step"):

@@ -1,7 +1,7 @@
 """Arc2Face sampling on the exported graphs (ONNX Runtime; CUDA execution provider when present).
 
 The same seeded loop as the PyTorch sampler (``SamplingLoop``), with the text encoder, UNet and VAE
-decoder replaced by the three graphs that ``arc2face_export`` recorded in an export folder's
+decoder replaced by the three graphs that ``facecloak-export arc2face`` recorded in an export folder's
 manifest. The graphs are refused, with the reason, when the manifest lacks them, a file differs
 from its recorded sha256, or the model directory's weights changed since the export. Only light
 files of the model directory are read here (tokenizer, configs, noise schedule).
@@ -14,17 +14,16 @@ from pathlib import Path
 
 import torch
 
-from ..errors import BadOptionError
-from .arc2face_conditioning import ID_PROMPT, id_token_id, prompt_ids
-from .arc2face_export import OUTPUT_NAMES
-from .arc2face_layout import verify_layout
-from .arc2face_sampler import SamplerConfig, SamplingLoop
+from facecloak.errors import BadOptionError
+from facecloak.views.arc2face_conditioning import ID_PROMPT, id_token_id, prompt_ids
+from facecloak.views.arc2face_layout import verify_layout
+from facecloak.views.arc2face_sampler import OUTPUT_NAMES, SamplerConfig, SamplingLoop
+
+from .manifest import EngineMismatchError, check_artefact, load_manifest
 
 
 def _sessions(export_dir: Path, weights: dict[str, str]) -> dict:
     import onnxruntime as ort  # noqa: PLC0415
-
-    from facecloak.engines.manifest import EngineMismatchError, check_artefact, load_manifest  # noqa: PLC0415
 
     manifest = load_manifest(export_dir)
     cuda = "CUDAExecutionProvider" in ort.get_available_providers()

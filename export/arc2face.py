@@ -8,7 +8,7 @@ Three graphs, each what the sampling loop calls, so an engine runtime can replay
 - ``arc2face_vae_decoder``: latents (B, 4, h, w) -> image (B, 3, H, W) in [0, 1] (the latent scaling
   and the [-1, 1] -> [0, 1] mapping are in the graph).
 
-``facecloak-export`` hooks this through ``add_arc2face_parser``/``run_export`` (docs/arc2face.md);
+``facecloak-export arc2face MODEL_DIR`` runs ``run_export`` (docs/arc2face.md);
 the result records carry what a manifest artefact needs (file, sha256, shapes, parity figures).
 """
 
@@ -24,9 +24,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .arc2face_conditioning import SplicedTextEncoder, id_token_id, prompt_ids
-from .arc2face_layout import sha256_file, verify_layout
-from .arc2face_sampler import Arc2FaceModels, SamplerConfig, load_models
+from facecloak.engines.manifest import Artefact
+from facecloak.views.arc2face_conditioning import SplicedTextEncoder, id_token_id, prompt_ids
+from facecloak.views.arc2face_layout import sha256_file, verify_layout
+from facecloak.views.arc2face_sampler import OUTPUT_NAMES, Arc2FaceModels, SamplerConfig, load_models
+
+from .pipeline import save_artefacts
 
 OPSET = 18  # the export stage's opset: TensorRT 10 parses it, ONNX Runtime 1.20+ runs it
 
@@ -95,7 +98,6 @@ def graph_modules(models: Arc2FaceModels) -> dict[str, nn.Module]:
     }
 
 
-OUTPUT_NAMES = {"arc2face_text": "prompt_embeds", "arc2face_unet": "noise_pred", "arc2face_vae_decoder": "image"}
 
 
 def export_graph(module: nn.Module, inputs: dict[str, torch.Tensor], path: Path, output: str, opset: int = OPSET) -> None:
@@ -159,7 +161,6 @@ SOURCES = {"arc2face_text": ("text_encoder", "tokenizer"), "arc2face_unet": ("un
 
 def to_artefacts(graphs: list[ExportedGraph], out: Path, model_dir: Path, spec: ExportSpec) -> list:
     """Manifest entries (kind "arc2face") for the export stage's manifest.json in ``out``."""
-    from facecloak.engines.manifest import Artefact  # noqa: PLC0415 - the export stage's manifest format
 
     weights = json.loads((Path(model_dir) / "manifest.json").read_text())["files"]
     return [
@@ -173,19 +174,6 @@ def to_artefacts(graphs: list[ExportedGraph], out: Path, model_dir: Path, spec: 
     ]
 
 
-def add_arc2face_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``arc2face`` under ``facecloak-export`` (the export stage owns the top-level parser)."""
-    parser = subparsers.add_parser("arc2face", help="export the Arc2Face text encoder, UNet and VAE decoder to ONNX")
-    parser.add_argument("model_dir", type=Path, help="Arc2Face model directory (docs/arc2face.md)")
-    from facecloak.engines.runtimes import default_build_dir  # noqa: PLC0415
-
-    parser.add_argument("--out", type=Path, default=default_build_dir(), help="build folder (default engines/build)")
-    parser.add_argument("--size", type=int, default=512, help="image side the UNet/VAE graphs are traced at")
-    parser.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime parity check")
-    parser.set_defaults(func=run_export)
-    return parser
-
-
 def run_export(args: argparse.Namespace) -> int:
     layout = verify_layout(args.model_dir)
     # Export in fp32 on CPU: the fp16 engines are built from these graphs by TensorRT.
@@ -195,19 +183,6 @@ def run_export(args: argparse.Namespace) -> int:
     for graph in graphs:
         parity = f"rel_err {graph.parity['rel_err']:.1e}" if graph.parity else "not verified"
         print(f"{graph.path}  {graph.sha256[:12]}  {graph.export_s:.1f}s  {parity}")
-    from facecloak.export.pipeline import save_artefacts  # noqa: PLC0415 - the export stage's manifest writer
-
     save_artefacts(args.out, to_artefacts(graphs, args.out, layout.root, spec))
     print(f"recorded in {args.out / 'manifest.json'}")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="facecloak-export arc2face")
-    add_arc2face_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["arc2face", *(argv if argv is not None else __import__("sys").argv[1:])])
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

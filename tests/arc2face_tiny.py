@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from .arc2face_conditioning import ID_PROMPT
-from .arc2face_layout import ID_MODEL, write_manifest
+from facecloak.views.arc2face_conditioning import ID_PROMPT
+from facecloak.views.arc2face_layout import ID_MODEL, write_manifest
 
 # SD-1.5's scheduler_config.json (the schedule Arc2Face was trained with); the class name is
 # what the SD-1.5 folder ships, the loader builds DPM-Solver++ from it.
