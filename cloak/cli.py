@@ -11,16 +11,23 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .atomic import check_output_path, write_atomic
 from .errors import BadOptionError, FaceCloakError
-from .imageio import output_format, read_image, write_image
+from .imageio import check_jpeg_quality, output_format, read_image, write_image
 
 MASK_SUFFIX = ".fcmask"
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+def _check_output(out: Path, inputs: Sequence[str], overwrite: bool) -> None:
+    """Before any work: ``out`` must be writable and, unless ``overwrite``, not one of ``inputs``."""
+    check_output_path(out)
+    for source in inputs if not overwrite else ():
+        try:
+            same = os.path.samefile(out, source)  # follows symlinks and hard links
+        except OSError:  # either does not exist (yet): they cannot be the same file
+            continue
+        if same:
+            raise BadOptionError(f"the output {out} is the input {source}; pass --overwrite to replace it")
 
 
 class _StageBar:
@@ -62,6 +69,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.suffix != MASK_SUFFIX:
         raise BadOptionError(f"the mask file must end in {MASK_SUFFIX}, got {out.name}")
+    _check_output(out, [args.photo], args.overwrite)
     config = _enroll_config(args)
     config.validate()
     photo = read_image(args.photo)
@@ -84,7 +92,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
             print(f"self-check {check.model}: similarity {check.before:.3f} -> {check.after:.3f} "
                   f"(match threshold {check.threshold:.3f})")
         print("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items()))
-    _atomic_write(out, data)
+    write_atomic(out, data, permissions=0o600)  # the mask is a secret: owner-only
     print(f"wrote {out} ({len(data)} bytes)")
     return 0
 
@@ -92,17 +100,19 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 def cmd_apply(args: argparse.Namespace) -> int:
     from .apply import apply_mask, measure_quality
     from .faces import FaceDetector
-    from .mask import decode_mask
+    from .mask import read_mask
 
     out = Path(args.output)
-    output_format(out)  # refuse a bad extension before any work is done
+    output_format(out)  # refuse bad options and outputs before any work is done
+    check_jpeg_quality(args.jpeg_quality)
+    _check_output(out, [args.mask, args.photo], args.overwrite)
     try:
-        mask = decode_mask(Path(args.mask).read_bytes())
+        mask = read_mask(args.mask)
     except OSError as exc:
         raise BadOptionError(f"cannot read mask {args.mask}: {exc.strerror}") from None
     photo = read_image(args.photo)
     cloaked = apply_mask(photo, mask, FaceDetector())
-    write_image(out, cloaked, jpeg_quality=args.jpeg_quality)
+    cloaked = write_image(out, cloaked, jpeg_quality=args.jpeg_quality)  # as written: quality is measured on it
     quality = measure_quality(photo, cloaked)
     print(f"wrote {out} ({cloaked.shape[1]}x{cloaked.shape[0]}): SSIM {quality.ssim:.4f}, PSNR {quality.psnr:.2f} dB")
     return 0
@@ -114,6 +124,7 @@ def cmd_gallery_build(args: argparse.Namespace) -> int:
     root = Path(args.directory)
     if not root.is_dir():
         raise BadOptionError(f"{root} is not a directory")
+    check_output_path(args.output)
     images = list_images(root)
     if not images:
         raise BadOptionError(f"no .jpg/.png/.webp images under {root}")
@@ -139,13 +150,15 @@ def build_parser() -> argparse.ArgumentParser:
     enroll.add_argument("--eps-focus", type=_grey_levels, default=32 / 255, help="budget on focus pixels (default 32)")
     enroll.add_argument("--seed", type=int, default=0)
     enroll.add_argument("--server", help="enroll through a FaceCloak server at host:port instead of locally")
+    enroll.add_argument("--overwrite", action="store_true", help="allow the output to replace the input photo")
     enroll.set_defaults(func=cmd_enroll)
 
     apply = sub.add_parser("apply", help="cloak a photo with your mask, at full resolution")
     apply.add_argument("mask")
     apply.add_argument("photo")
     apply.add_argument("-o", "--output", required=True, help="output image (.png is lossless)")
-    apply.add_argument("--jpeg-quality", type=int, default=95, help="only used for .jpg/.webp outputs")
+    apply.add_argument("--jpeg-quality", type=int, default=95, help="1..100, only used for .jpg/.webp outputs")
+    apply.add_argument("--overwrite", action="store_true", help="allow the output to replace an input (the photo)")
     apply.set_defaults(func=cmd_apply)
 
     gallery = sub.add_parser("gallery", help="anchor galleries")

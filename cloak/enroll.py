@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from .views import AugmentViews, ViewGenerator, ViewRequest
 
 Progress = Callable[[str, float], None]
 DEFAULT_SURROGATES = ("sface", "facenet")
+MAX_SEED = 2**32 - 1  # seeds travel as uint32 to the server: local and remote enrollment accept the same ones
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,11 @@ class EnrollConfig:
             raise BadOptionError("at least one surrogate model is needed")
         for name in self.surrogates:
             get_card(name)
+        repeated = sorted(name for name, count in Counter(self.surrogates).items() if count > 1)
+        if repeated:  # known (short) names only: a request repeating one a thousand times is not echoed
+            raise BadOptionError(f"each surrogate model may be named once; repeated: {', '.join(repeated)}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise BadOptionError(f"seed must be in 0..{MAX_SEED}, got {self.seed}")
         if not 0 < self.budget.eps <= self.budget.eps_focus <= 64 / 255:
             raise BadOptionError("budgets must satisfy 0 < eps <= eps_A <= 64/255")
         self.pgd.validate()

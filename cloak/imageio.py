@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .atomic import write_atomic
 from .errors import BadOptionError, ImageDecodeError, ImageTooLargeError
 
 try:  # HEIC support is optional at run time; the wheel is a declared dependency.
@@ -88,12 +89,20 @@ def read_image(path: str | Path, limits: ImageLimits = ImageLimits()) -> np.ndar
 
 
 _FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
+_LOSSY = ("JPEG", "WEBP")
+
+
+def check_jpeg_quality(quality: int) -> int:
+    """``quality`` if it is a JPEG/WebP quality (1..100), else BadOptionError."""
+    if not 1 <= quality <= 100:
+        raise BadOptionError(f"the JPEG/WebP quality must be in 1..100, got {quality}")
+    return quality
 
 
 def encode_image(rgb: np.ndarray, fmt: str = "PNG", jpeg_quality: int = 95) -> bytes:
     """Encode RGB uint8 to bytes. PNG is lossless; JPEG/WebP only when the caller asks for them."""
     buf = io.BytesIO()
-    options = {"quality": jpeg_quality} if fmt in ("JPEG", "WEBP") else {}
+    options = {"quality": check_jpeg_quality(jpeg_quality)} if fmt in _LOSSY else {}
     Image.fromarray(rgb).save(buf, format=fmt, **options)
     return buf.getvalue()
 
@@ -107,6 +116,15 @@ def output_format(path: str | Path) -> str:
     return fmt
 
 
-def write_image(path: str | Path, rgb: np.ndarray, jpeg_quality: int = 95) -> None:
-    """Write RGB uint8 to ``path``; the format follows the extension (PNG keeps every pixel exact)."""
-    Path(path).write_bytes(encode_image(rgb, output_format(path), jpeg_quality))
+def write_image(path: str | Path, rgb: np.ndarray, jpeg_quality: int = 95) -> np.ndarray:
+    """Write RGB uint8 to ``path`` atomically (see ``facecloak.atomic``); the format follows the extension.
+
+    Returns the pixels as written, which is what any quality figure must be measured on: ``rgb``
+    itself for lossless formats (PNG keeps every pixel exact), the decoded file for JPEG/WebP.
+    """
+    fmt = output_format(path)
+    data = encode_image(rgb, fmt, jpeg_quality)
+    write_atomic(path, data)
+    if fmt not in _LOSSY:
+        return rgb
+    return decode_image(data, ImageLimits(max_bytes=len(data), max_pixels=rgb.shape[0] * rgb.shape[1]))

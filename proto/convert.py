@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields, replace
 
-from ..enroll import EnrollConfig
+from ..enroll import MAX_SEED, EnrollConfig
 from ..errors import BadOptionError
 from . import enrollment_pb2 as pb
 
@@ -21,7 +21,6 @@ PRESETS: dict[int, tuple[float, float]] = {
     pb.BUDGET_PRESET_STRONG: (12.0, 48.0),
 }
 MAX_GREY = 64.0
-MAX_SEED = 2**32 - 1
 
 
 @dataclass(frozen=True)
@@ -94,9 +93,9 @@ def configs_from_options(options: pb.EnrollOptions, base: EnrollConfig, limits: 
         raise BadOptionError(f"eps ({eps:g}) must not exceed eps_focus ({eps_focus:g})")
     surrogates = tuple(options.surrogates) or base.surrogates
     unknown = [s for s in surrogates if s not in limits.models]
-    if unknown or len(set(surrogates)) != len(surrogates):
+    if unknown:  # duplicates are refused by EnrollConfig.validate below, as for local enrollment
         shown = [name[:32] + ("..." if len(name) > 32 else "") for name in surrogates[:8]]  # never echo huge input
-        raise BadOptionError(f"surrogates must be distinct names from {list(limits.models)}; got {shown}")
+        raise BadOptionError(f"surrogates must be names from {list(limits.models)}; got {shown}")
     pick = lambda name, default: getattr(options, name) if options.HasField(name) else default  # noqa: E731
     views = _bounded("views", pick("views", base.views), 1, limits.max_views)
     check_views = _bounded("check_views", pick("check_views", base.check_views), 0, limits.max_check_views)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facecloak.errors import ImageDecodeError, ImageTooLargeError
+from facecloak.errors import BadOptionError, ImageDecodeError, ImageTooLargeError
 from facecloak.imageio import ImageLimits, decode_image, encode_image, read_image, write_image
 
 
@@ -74,8 +74,24 @@ def test_exif_orientation_is_honoured(selfie):
 
 def test_png_output_is_lossless(tmp_path, selfie):
     out = tmp_path / "x.png"
-    write_image(out, selfie)
+    assert write_image(out, selfie) is selfie
     assert np.array_equal(read_image(out), selfie)
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".webp"])
+def test_lossy_writes_return_the_pixels_as_written(tmp_path, selfie, suffix):
+    out = tmp_path / f"x{suffix}"
+    written = write_image(out, selfie, jpeg_quality=10)
+    assert np.array_equal(written, read_image(out)) and not np.array_equal(written, selfie)
+
+
+@pytest.mark.parametrize("quality", [0, -5, 101, 1000])
+def test_jpeg_quality_is_bounded(tmp_path, selfie, quality):
+    with pytest.raises(BadOptionError, match="quality must be in 1..100"):
+        encode_image(selfie, "JPEG", quality)
+    with pytest.raises(BadOptionError, match="quality must be in 1..100"):
+        write_image(tmp_path / "x.webp", selfie, jpeg_quality=quality)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_directory_is_not_an_image(tmp_path):

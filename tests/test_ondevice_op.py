@@ -121,8 +121,8 @@ def test_bad_landmarks_are_rejected(cases, landmarks, message):
 
 def test_bad_masks_are_rejected():
     data = bytearray(random_mask_bytes(0))
-    wrong_version = bytes(data[:4]) + (2).to_bytes(2, "little") + bytes(data[6:])
-    with pytest.raises(MaskFormatError, match="version 2"):
+    wrong_version = bytes(data[:4]) + (3).to_bytes(2, "little") + bytes(data[6:])
+    with pytest.raises(MaskFormatError, match="version 3"):
         load_device_mask(wrong_version, 112)
     with pytest.raises(MaskFormatError, match="exported for 112 px"):
         load_device_mask(random_mask_bytes(0, size=96), 112)

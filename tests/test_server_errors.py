@@ -49,8 +49,9 @@ def tiny_face_photo() -> bytes:
     (bytes(MAX_BYTES + 1), "IMAGE_TOO_LARGE"),
     (png_bytes(np.zeros((1001, 1000, 3), np.uint8)), "IMAGE_TOO_LARGE"),  # few bytes, too many pixels
     (faceless_png(), "NO_FACE"),
+    (png_bytes(np.full((1, 5000, 3), 128, np.uint8)), "NO_FACE"),  # detection used to resize it to height 0
     (tiny_face_photo(), "FACE_TOO_SMALL"),
-], ids=["empty", "garbage", "truncated-jpeg", "too-many-bytes", "too-many-pixels", "no-face", "face-too-small"])
+], ids=["empty", "garbage", "truncated-jpeg", "too-many-bytes", "too-many-pixels", "no-face", "5000x1", "face-too-small"])
 def test_image_errors(client, image, reason):
     err = remote_error(client.enroll, image, options())
     assert (err.reason, err.code) == (reason, grpc.StatusCode.INVALID_ARGUMENT)

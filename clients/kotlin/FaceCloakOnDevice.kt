@@ -35,7 +35,7 @@ fun loadMask(bytes: ByteArray, expectedSide: Int = 112): DeviceMask {
     if (bytes.size < 29 || String(bytes, 0, 4, Charsets.US_ASCII) != "FCMK") throw BadMaskException("not a FaceCloak mask")
     val b = ByteBuffer.wrap(bytes).order(ByteOrder.LITTLE_ENDIAN)
     val version = b.getShort(4).toInt() and 0xFFFF
-    if (version != 1) throw BadMaskException("mask format version $version is not supported")
+    if (version != 1 && version != 2) throw BadMaskException("mask format version $version is not supported")
     val header = b.getShort(6).toInt() and 0xFFFF
     val side = b.getShort(8).toInt() and 0xFFFF
     val n = bytes[28].toInt() and 0xFF
@@ -44,17 +44,24 @@ fun loadMask(bytes: ByteArray, expectedSide: Int = 112): DeviceMask {
     if (side != expectedSide) throw BadMaskException("mask is $side px, the op expects $expectedSide px")
     val scale = b.getFloat(12).toDouble()
     val quantum = b.getFloat(16)
-    if (!scale.isFinite() || scale !in 0.25..4.0 || !quantum.isFinite() || quantum <= 0f || quantum > 1f) throw BadMaskException("header corrupted")
+    val grey = quantum * 255f  // version 1 kept its loose quantum bound; version 2 allows 0.5..4 grey levels
+    val quantumOk = if (version == 1) quantum > 0f && quantum <= 1f else grey in 0.4999f..4.0001f
+    if (!scale.isFinite() || scale !in 0.25..4.0 || !quantum.isFinite() || !quantumOk) throw BadMaskException("header corrupted")
     val size = b.getInt(20).toLong() and 0xFFFFFFFFL
     val crc = b.getInt(24).toLong() and 0xFFFFFFFFL
     if ((bytes.size - header).toLong() != size) throw BadMaskException("mask is truncated or padded")
-    val crc32 = CRC32().apply { update(bytes, header, size.toInt()) }
+    // Version 2 checksums every byte but the CRC field itself; version 1 only the payload.
+    val crc32 = CRC32().apply { if (version == 1) update(bytes, header, size.toInt()) else { update(bytes, 0, 24); update(bytes, 28, bytes.size - 28) } }
     if (crc32.value != crc) throw BadMaskException("mask is corrupted (checksum mismatch)")
-    val raw = ByteArray(side * side * 3)
+    val n3 = side * side * 3
+    if (version >= 2 && size > n3 + (n3 shr 12) + (n3 shr 14) + (n3 shr 25) + 13) throw BadMaskException("payload too large")
+    val raw = ByteArray(n3 + 1)  // one spare byte: a payload inflating to more is refused, never inflated further
     val inflater = Inflater().apply { setInput(bytes, header, size.toInt()) }   // zlib stream as is
-    val got = try { inflater.inflate(raw) } finally { inflater.end() }
-    if (got != raw.size) throw BadMaskException("mask payload cannot be decoded")
-    val values = FloatArray(raw.size) { raw[it] * quantum * 255f }              // int8 levels -> 0..255 scale
+    val got = try { inflater.inflate(raw).also { if (!inflater.finished()) throw BadMaskException("mask payload cannot be decoded") } } finally { inflater.end() }
+    if (got != n3) throw BadMaskException("mask payload cannot be decoded")
+    val peak = (0 until n3).maxOf { kotlin.math.abs(raw[it].toInt()) }
+    if (version >= 2 && (peak > 127 || peak * grey > 64f + grey / 2f + 1e-3f)) throw BadMaskException("mask amplitude exceeds the largest budget")
+    val values = FloatArray(n3) { raw[it] * grey }                                // int8 levels -> 0..255 scale
     val points = Array(5) { i -> DoubleArray(2) { k -> ((T112[i][k] - 56.0) / scale + 56.0) * side / 112.0 } }
     return DeviceMask(side, values, points)
 }

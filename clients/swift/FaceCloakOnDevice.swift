@@ -26,28 +26,39 @@ private func le<T: FixedWidthInteger>(_ d: Data, _ at: Int, _: T.Type) -> T {
 func loadMask(_ d: Data, expectedSide: Int = 112) throws -> DeviceMask {
     guard d.count >= 29, d.prefix(4) == Data("FCMK".utf8) else { throw CloakError.badMask("not a FaceCloak mask") }
     let version = le(d, 4, UInt16.self)
-    guard version == 1 else { throw CloakError.badMask("mask format version \(version) is not supported") }
+    guard version == 1 || version == 2 else { throw CloakError.badMask("mask format version \(version) is not supported") }
     let header = Int(le(d, 6, UInt16.self)), side = Int(le(d, 8, UInt16.self)), n = Int(d[d.startIndex + 28])
     guard header == 29 + n, d[d.startIndex + 10] == 3, (8...1024).contains(side) else { throw CloakError.badMask("header corrupted") }
     guard d[d.startIndex + 11] == 1 else { throw CloakError.badMask("unknown template") }
     guard side == expectedSide else { throw CloakError.badMask("mask is \(side) px, the op expects \(expectedSide) px") }
     let scale = Double(Float(bitPattern: le(d, 12, UInt32.self))), quantum = Float(bitPattern: le(d, 16, UInt32.self))
-    guard scale.isFinite, (0.25...4).contains(scale), quantum.isFinite, quantum > 0, quantum <= 1 else { throw CloakError.badMask("header corrupted") }
+    // Version 1 kept its loose quantum bound; version 2 allows 0.5..4 grey levels.
+    let grey = quantum * 255, quantumOk = version == 1 ? quantum > 0 && quantum <= 1 : (0.4999...4.0001).contains(grey)
+    guard scale.isFinite, (0.25...4).contains(scale), quantum.isFinite, quantumOk else { throw CloakError.badMask("header corrupted") }
     let size = Int(le(d, 20, UInt32.self)), crc = le(d, 24, UInt32.self)
     guard d.count - header == size else { throw CloakError.badMask("mask is truncated or padded") }
     let payload = d.subdata(in: d.startIndex + header..<d.startIndex + header + size)
-    let actual = payload.withUnsafeBytes { UInt32(crc32(0, $0.bindMemory(to: UInt8.self).baseAddress, uInt(size))) }
+    // Version 2 checksums every byte but the CRC field itself; version 1 only the payload.
+    let actual: UInt32 = d.withUnsafeBytes { all in
+        let p = all.bindMemory(to: UInt8.self).baseAddress!
+        if version == 1 { return UInt32(crc32(0, p + header, uInt(size))) }
+        return UInt32(crc32(crc32(0, p, 24), p + 28, uInt(d.count - 28)))
+    }
     guard actual == crc else { throw CloakError.badMask("mask is corrupted (checksum mismatch)") }
+    let n3 = side * side * 3
+    guard version == 1 || size <= n3 + (n3 >> 12) + (n3 >> 14) + (n3 >> 25) + 13 else { throw CloakError.badMask("payload too large") }
     // Compression's ZLIB is raw DEFLATE: drop the 2-byte zlib header and the 4-byte Adler-32 trailer.
     let deflate = payload.subdata(in: payload.startIndex + 2..<payload.endIndex - 4)
-    var raw = [Int8](repeating: 0, count: side * side * 3)
+    var raw = [Int8](repeating: 0, count: n3 + 1)  // one spare byte: a payload inflating to more is refused
     let got = raw.withUnsafeMutableBytes { dst in deflate.withUnsafeBytes { src in
         compression_decode_buffer(dst.bindMemory(to: UInt8.self).baseAddress!, dst.count,
                                   src.bindMemory(to: UInt8.self).baseAddress!, src.count, nil, COMPRESSION_ZLIB) } }
-    guard got == raw.count else { throw CloakError.badMask("mask payload cannot be decoded") }
+    guard got == n3 else { throw CloakError.badMask("mask payload cannot be decoded") }
+    let peak = raw[..<n3].map { abs(Int($0)) }.max() ?? 0
+    guard version == 1 || (peak <= 127 && Float(peak) * grey <= 64 + grey / 2 + 1e-3) else { throw CloakError.badMask("mask amplitude exceeds the largest budget") }
     let values = try MLMultiArray(shape: [NSNumber(value: side), NSNumber(value: side), 3], dataType: .float32)
-    let ptr = values.dataPointer.bindMemory(to: Float.self, capacity: raw.count)
-    for i in 0..<raw.count { ptr[i] = Float(raw[i]) * quantum * 255 }
+    let ptr = values.dataPointer.bindMemory(to: Float.self, capacity: n3)
+    for i in 0..<n3 { ptr[i] = Float(raw[i]) * grey }
     let t112: [SIMD2<Double>] = [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]]
     let points = t112.map { (($0 - 56) / scale + 56) * Double(side) / 112 }
     return DeviceMask(side: side, values: values, points: points)

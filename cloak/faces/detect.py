@@ -58,7 +58,9 @@ class FaceDetector:
         """All faces in an RGB uint8 photo, largest first."""
         h, w = rgb.shape[:2]
         factor = min(1.0, self.config.max_side / max(h, w))
-        small = rgb if factor == 1.0 else cv2.resize(rgb, (round(w * factor), round(h * factor)), interpolation=cv2.INTER_AREA)
+        # At least 1 px per side: a 5000x1 strip would otherwise be resized to height 0 (an OpenCV error).
+        small_size = (max(1, round(w * factor)), max(1, round(h * factor)))
+        small = rgb if factor == 1.0 else cv2.resize(rgb, small_size, interpolation=cv2.INTER_AREA)
         bgr = np.ascontiguousarray(small[..., ::-1])
         net = self._net()
         net.setInputSize((bgr.shape[1], bgr.shape[0]))
