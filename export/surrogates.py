@@ -2,8 +2,8 @@
 
 Each graph takes what every facecloak embedder takes, aligned RGB faces in [0, 1] at the frame size
 (``faces``: batch x 3 x S x S), and returns unit-norm embeddings (``embedding``: batch x D). The
-model card's preprocessing (resize to the model's input size, channel order, value range) and the
-final L2 normalisation are spliced around the original graph as standard ONNX nodes, so ONNX
+model card's preprocessing (resize to the model's input size, channel order, value range, mean/std)
+and the final L2 normalisation are spliced around the original graph as standard ONNX nodes, so ONNX
 Runtime, TensorRT and Triton all run exactly what ``facecloak.models.torch_embedder`` computes.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper, version_converter
 
 from facecloak.assets import asset
 from facecloak.models import get_card
@@ -23,6 +23,7 @@ from facecloak.models.surrogate import _dynamic_batch
 INPUT_NAME = "faces"
 OUTPUT_NAME = "embedding"
 _NORM_EPS = 1e-12  # as torch.nn.functional.normalize
+_RESIZE_OPSET = 15
 
 
 def _const(name: str, value: np.ndarray) -> onnx.TensorProto:
@@ -30,7 +31,7 @@ def _const(name: str, value: np.ndarray) -> onnx.TensorProto:
 
 
 def _preprocess(card: ModelCard, size: int) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
-    """Nodes from ``faces`` to the original graph input: resize, channel order, value range."""
+    """Nodes from ``faces`` to the original graph input: resize, channel order, value range (and mean/std)."""
     nodes, consts, current = [], [], INPUT_NAME
     if size != card.input_size:
         consts.append(_const("pre_hw", np.array([card.input_size] * 2, np.int64)))
@@ -47,8 +48,8 @@ def _preprocess(card: ModelCard, size: int) -> tuple[list[onnx.NodeProto], list[
         consts.append(_const("pre_bgr", np.array([2, 1, 0], np.int64)))
         nodes.append(helper.make_node("Gather", [current, "pre_bgr"], ["pre_flipped"], axis=1))
         current = "pre_flipped"
-    lo, hi = card.value_range
-    consts += [_const("pre_scale", np.array(hi - lo, np.float32)), _const("pre_offset", np.array(lo, np.float32))]
+    scale, offset = card.input_affine()  # 0-d, or (3, 1, 1) per channel: broadcasts over (B, 3, S, S) either way
+    consts += [_const("pre_scale", scale.astype(np.float32)), _const("pre_offset", offset.astype(np.float32))]
     nodes += [helper.make_node("Mul", [current, "pre_scale"], ["pre_scaled"]),
               helper.make_node("Add", ["pre_scaled", "pre_offset"], [card.input_name])]
     return nodes, consts
@@ -68,9 +69,13 @@ def surrogate_graph(name: str, size: int = 112) -> onnx.ModelProto:
     """The registered model ``name`` wrapped to take [0, 1] RGB faces at ``size`` px, any batch."""
     card = get_card(name)
     model = _dynamic_batch(onnx.load(str(asset(card.file))))
-    graph = model.graph
     if any(op.domain not in ("", "ai.onnx") or op.version > 17 for op in model.opset_import):
         raise NotImplementedError(f"{card.file}: only default-domain opsets <= 17 are supported (ReduceL2 axes attribute)")
+    if size != card.input_size and model.opset_import[0].version < _RESIZE_OPSET:
+        # The resize in front (Shape's `end`, Resize's `sizes`) needs opset 15; older files are converted.
+        model = version_converter.convert_version(model, _RESIZE_OPSET)
+        model.ir_version = max(model.ir_version, 8)  # opset 15 needs IR >= 8
+    graph = model.graph
     raw = "raw_" + card.output_name  # the model's own output may already be called "embedding"
     for node in graph.node:
         for names in (node.input, node.output):

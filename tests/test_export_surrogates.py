@@ -12,7 +12,8 @@ from facecloak.engines.manifest import EngineMismatchError, load_manifest
 from facecloak.engines.runtimes import EngineUnavailableError, RuntimeConfig, open_runtime
 from facecloak.errors import BadOptionError
 from facecloak.export.pipeline import ExportConfig, export_surrogates
-from facecloak.export.verify import EMBED_TOLERANCE, real_faces
+from facecloak.export.surrogates import export_surrogate
+from facecloak.export.verify import EMBED_TOLERANCE, real_faces, verify_surrogate
 
 MODELS = ("sface", "facenet")
 
@@ -49,6 +50,14 @@ def test_runtimes_agree_on_real_faces(build: Path, model: str) -> None:
     assert sims[:3].min() > sims[3:].max()  # the same person's views beat two other people
     single = open_runtime(RuntimeConfig("ort-cpu", build)).embedder(model)(batch[:1])
     assert np.abs(single - ort_emb[:1]).max() <= EMBED_TOLERANCE  # batch size is free
+
+
+@pytest.mark.parametrize(("model", "size"), [("ms1m", 112), ("faceplugin", 160)])
+def test_per_channel_normalisation_is_exported(tmp_path: Path, model: str, size: int) -> None:
+    """Cards with mean/std (ms1m: ImageNet, per channel; faceplugin: BGR, opset 9 converted for the resize)."""
+    path = tmp_path / f"surrogate_{model}.onnx"
+    export_surrogate(model, path, size)
+    assert verify_surrogate(model, path, size)["max_abs_error"] <= EMBED_TOLERANCE  # ORT vs torch_embedder
 
 
 def test_tampered_graph_is_refused(build: Path, tmp_path: Path) -> None:

@@ -106,6 +106,7 @@ OPS: dict[str, OpFn] = {
     "Mul": lambda x, a: x[0] * x[1],
     "Div": lambda x, a: x[0] / x[1],
     "MatMul": lambda x, a: x[0] @ x[1],
+    "Abs": lambda x, a: x[0].abs(),
     "Relu": lambda x, a: F.relu(x[0]),
     "Sigmoid": lambda x, a: torch.sigmoid(x[0]),
     "PRelu": _prelu,
@@ -118,6 +119,8 @@ OPS: dict[str, OpFn] = {
     "Dropout": lambda x, a: x[0],
     "Identity": lambda x, a: x[0],
     "Concat": lambda x, a: torch.cat(list(x), dim=a["axis"]),
+    # ONNX's default perm reverses the axes.
+    "Transpose": lambda x, a: x[0].permute(a.get("perm") or list(range(x[0].dim()))[::-1]),
     "Shape": lambda x, a: torch.tensor(x[0].shape, dtype=torch.int64),
     "Gather": lambda x, a: torch.index_select(x[0], a.get("axis", 0), x[1].reshape(-1)).reshape(
         x[0].shape[: a.get("axis", 0)] + x[1].shape + x[0].shape[a.get("axis", 0) + 1 :]

@@ -21,8 +21,12 @@ def _to_model_input(faces: torch.Tensor, card: ModelCard) -> torch.Tensor:
         faces = F.interpolate(faces, size=(card.input_size, card.input_size), mode="bilinear", align_corners=False)
     if card.channel_order == "BGR":
         faces = faces.flip(1)
-    lo, hi = card.value_range
-    return faces * (hi - lo) + lo
+    scale, offset = card.input_affine()
+    if scale.ndim:  # per-channel mean/std: constants in the faces' dtype and device (float64 checks stay float64)
+        return faces * torch.as_tensor(scale, dtype=faces.dtype, device=faces.device) + torch.as_tensor(
+            offset, dtype=faces.dtype, device=faces.device)
+    # One scale for all channels as Python numbers: the arithmetic, and traced graphs, these cards always had.
+    return faces * float(scale) + float(offset)
 
 
 class TorchEmbedder(torch.nn.Module):
