@@ -59,3 +59,39 @@ def test_gallery_build_command(tmp_path, lfw, capsys):
     assert np.allclose(np.linalg.norm(loaded.embeddings["sface"], axis=1), 1.0, atol=1e-5)
     assert main(["gallery", "build", str(tmp_path / "missing")]) == 2
     assert "not a directory" in capsys.readouterr().err
+
+
+def test_parallel_builders_of_the_cached_gallery_never_share_a_temp_file(tmp_path, monkeypatch):
+    """Server workers / eval shards building the same cached gallery at once: each gets a whole, loadable file."""
+    import threading
+
+    from facecloak.anchors import gallery as gallery_module
+
+    monkeypatch.setenv("FACECLOAK_CACHE", str(tmp_path))
+    builders = 4
+    together = threading.Barrier(builders)
+    rng = np.random.default_rng(0)
+    made = AnchorGallery(tuple(f"id{i}" for i in range(2000)), {"sface": rng.standard_normal((2000, 512)).astype(np.float32)})
+
+    def build(*args, **kwargs):
+        together.wait(30)  # every builder reaches the write at the same moment
+        return made
+
+    monkeypatch.setattr(gallery_module, "build_gallery", build)
+    errors = []
+
+    def run():
+        try:
+            gallery_module.default_gallery(("sface",))
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(builders)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    (cached,) = tmp_path.iterdir()  # no temp file left behind
+    loaded = AnchorGallery.load(cached)
+    assert loaded.names == made.names and np.array_equal(loaded.embeddings["sface"], made.embeddings["sface"])

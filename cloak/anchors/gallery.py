@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..assets import assets_dir, cache_dir
+from ..atomic import atomic_output
 from ..errors import BadOptionError, FaceCloakError
 from ..faces import AlignedFrame, FaceDetector, align_largest_face, to_chw_float
 from ..imageio import read_image
@@ -26,8 +27,14 @@ class AnchorGallery:
     names: tuple[str, ...]
     embeddings: dict[str, np.ndarray]  # model name -> (N, D) float32, unit rows
 
-    def save(self, path: str | Path) -> None:
-        np.savez_compressed(path, names=np.array(self.names), **{f"emb_{k}": v for k, v in self.embeddings.items()})
+    def save(self, path: str | Path) -> Path:
+        """Write atomically (a reader never sees half a file); ``.npz`` is appended if missing, as numpy does."""
+        path = Path(path)
+        if path.suffix != ".npz":
+            path = path.with_name(path.name + ".npz")
+        with atomic_output(path) as file:
+            np.savez_compressed(file, names=np.array(self.names), **{f"emb_{k}": v for k, v in self.embeddings.items()})
+        return path
 
     @staticmethod
     def load(path: str | Path) -> "AnchorGallery":
@@ -96,7 +103,5 @@ def default_gallery(models: tuple[str, ...], progress: Callable[[int, int], None
     if path.exists():
         return AnchorGallery.load(path)
     gallery = build_gallery(images, root, tuple(sorted(models)), progress=progress)
-    tmp = path.with_suffix(".tmp.npz")
-    gallery.save(tmp)
-    tmp.replace(path)  # atomic: concurrent builders never see a half-written file
+    gallery.save(path)  # concurrent builders (server workers, eval shards) each write their own temp file
     return gallery
