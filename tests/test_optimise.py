@@ -60,3 +60,22 @@ def test_pgd_respects_budget_is_deterministic_and_lowers_loss(aligned):
     assert np.abs(first.delta).max() > 8 / 255  # the focus pixels really get eps_A inside the loop
     assert first.losses[-1] < first.losses[0]
     assert 0.0 <= float(first.attention.min()) < 1.0 and float(first.attention.max()) <= 1.0  # alpha learns
+
+
+def test_surrogate_balancing_equalises_each_models_pull(aligned):
+    """With balancing, a surrogate whose loss is scaled up 1000x no longer decides the step alone."""
+    crop, lms = aligned
+    views = torch.from_numpy(crop).permute(2, 0, 1)[None].float().div(255).repeat(2, 1, 1, 1)
+    (target,) = _targets(views)
+    loud = SurrogateTarget(lambda x: target.embed(x) * 1000, target.near * 1000, target.far * 1000, target.user)
+    quiet = SurrogateTarget(lambda x: target.embed(x.flip(-1)), target.user, target.near, target.user)
+    budget = Budget.of_face(crop, lms, BudgetConfig())
+
+    def step(balance: bool) -> np.ndarray:
+        cfg = PGDConfig(iterations=1, diversity_prob=0.0, random_start=False, balance_surrogates=balance)
+        loud_only = run_pgd(TorchStepper([loud], cfg), views.numpy(), budget, cfg).delta
+        both = run_pgd(TorchStepper([loud, quiet], cfg), views.numpy(), budget, cfg).delta
+        return float((np.sign(both) == np.sign(loud_only)).mean())
+
+    assert step(False) > 0.99  # unbalanced: the loud model's gradient is the whole step
+    assert step(True) < 0.9  # balanced: the quiet model moves a real share of the pixels

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from ..errors import BadOptionError
 
 # The constants an exported step graph bakes in; a loop run with other values needs another graph.
-BAKED_FIELDS = ("momentum", "attention", "attention_lr", "self_weight", "grad_sigma")
+BAKED_FIELDS = ("momentum", "attention", "attention_lr", "self_weight", "grad_sigma", "balance_surrogates")
 MIN_DOWN_SIZE = 8  # the diversity down-sampling never goes below 8 px
 
 
@@ -32,6 +32,10 @@ class PGDConfig:
     # Translation-invariant gradient (TI-FGSM): smoothing the gradient with a Gaussian favours
     # low-frequency perturbations, which transfer across architectures and survive JPEG/resizing.
     grad_sigma: float = 0.0
+    # Per-surrogate loss balancing: each surrogate's input gradient is normalised to unit mean
+    # magnitude before they are averaged, so a model with an easy (large) gradient cannot drown the
+    # others. Off: the ensemble loss is averaged first and differentiated once.
+    balance_surrogates: bool = False
 
     def validate(self) -> None:
         if not 1 <= self.iterations <= 1000:

@@ -82,8 +82,14 @@ def pgd_step(
     alpha = state.alpha.detach().requires_grad_(cfg.attention)
     cloaked = (views + clip_to_budget(delta * alpha, bound)).clamp(0, 1)
     batch = diversify(cloaked, theta, down_size)
-    loss = sum(cloak_loss(t.embed(batch), t, cfg.self_weight) for t in targets) / len(targets)
-    grads = torch.autograd.grad(loss, [delta, alpha] if cfg.attention else [delta])
+    losses = [cloak_loss(t.embed(batch), t, cfg.self_weight) for t in targets]
+    loss = sum(losses) / len(targets)
+    wrt = [delta, alpha] if cfg.attention else [delta]
+    if cfg.balance_surrogates and len(targets) > 1:
+        per_model = [torch.autograd.grad(part, wrt, retain_graph=True) for part in losses]
+        grads = [sum(g[i] / g[i].abs().mean().clamp_min(1e-12) for g in per_model) / len(targets) for i in range(len(wrt))]
+    else:
+        grads = torch.autograd.grad(loss, wrt)
     with torch.no_grad():
         grad = smooth_gradient(grads[0], cfg.grad_sigma)
         grad = grad / grad.abs().mean().clamp_min(1e-12)
