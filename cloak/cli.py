@@ -91,6 +91,8 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         for check in result.self_check:
             print(f"self-check {check.model}: similarity {check.before:.3f} -> {check.after:.3f} "
                   f"(match threshold {check.threshold:.3f})")
+        if result.visibility is not None:
+            print(f"self-check visibility on this photo: {result.visibility.summary()}")
         print("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items()))
     write_atomic(out, data, permissions=0o600)  # the mask is a secret: owner-only
     print(f"wrote {out} ({len(data)} bytes)")
@@ -98,8 +100,8 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from .apply import apply_mask, measure_quality
-    from .faces import FaceDetector
+    from .apply import apply_mask_with_landmarks, measure_quality
+    from .faces import FaceDetector, detect_largest_face
     from .mask import read_mask
 
     out = Path(args.output)
@@ -111,10 +113,11 @@ def cmd_apply(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise BadOptionError(f"cannot read mask {args.mask}: {exc.strerror}") from None
     photo = read_image(args.photo)
-    cloaked = apply_mask(photo, mask, FaceDetector())
+    face = detect_largest_face(FaceDetector(), photo)
+    cloaked = apply_mask_with_landmarks(photo, mask, face.landmarks)
     cloaked = write_image(out, cloaked, jpeg_quality=args.jpeg_quality)  # as written: quality is measured on it
-    quality = measure_quality(photo, cloaked)
-    print(f"wrote {out} ({cloaked.shape[1]}x{cloaked.shape[0]}): SSIM {quality.ssim:.4f}, PSNR {quality.psnr:.2f} dB")
+    quality = measure_quality(photo, cloaked, face.box)
+    print(f"wrote {out} ({cloaked.shape[1]}x{cloaked.shape[0]}): {quality.summary()}")
     return 0
 
 

@@ -104,6 +104,22 @@ class SelfCheck(_message.Message):
     match_threshold: float
     def __init__(self, model: _Optional[str] = ..., similarity_before: _Optional[float] = ..., similarity_after: _Optional[float] = ..., match_threshold: _Optional[float] = ...) -> None: ...
 
+class Visibility(_message.Message):
+    __slots__ = ("ssim", "psnr", "face_ssim", "flip_mean", "flip_p99", "flip_visible")
+    SSIM_FIELD_NUMBER: _ClassVar[int]
+    PSNR_FIELD_NUMBER: _ClassVar[int]
+    FACE_SSIM_FIELD_NUMBER: _ClassVar[int]
+    FLIP_MEAN_FIELD_NUMBER: _ClassVar[int]
+    FLIP_P99_FIELD_NUMBER: _ClassVar[int]
+    FLIP_VISIBLE_FIELD_NUMBER: _ClassVar[int]
+    ssim: float
+    psnr: float
+    face_ssim: float
+    flip_mean: float
+    flip_p99: float
+    flip_visible: float
+    def __init__(self, ssim: _Optional[float] = ..., psnr: _Optional[float] = ..., face_ssim: _Optional[float] = ..., flip_mean: _Optional[float] = ..., flip_p99: _Optional[float] = ..., flip_visible: _Optional[float] = ...) -> None: ...
+
 class StageTiming(_message.Message):
     __slots__ = ("stage", "seconds")
     STAGE_FIELD_NUMBER: _ClassVar[int]
@@ -113,16 +129,18 @@ class StageTiming(_message.Message):
     def __init__(self, stage: _Optional[str] = ..., seconds: _Optional[float] = ...) -> None: ...
 
 class MaskResult(_message.Message):
-    __slots__ = ("fcmask", "seed", "self_check", "timings")
+    __slots__ = ("fcmask", "seed", "self_check", "timings", "visibility")
     FCMASK_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     SELF_CHECK_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    VISIBILITY_FIELD_NUMBER: _ClassVar[int]
     fcmask: bytes
     seed: int
     self_check: _containers.RepeatedCompositeFieldContainer[SelfCheck]
     timings: _containers.RepeatedCompositeFieldContainer[StageTiming]
-    def __init__(self, fcmask: _Optional[bytes] = ..., seed: _Optional[int] = ..., self_check: _Optional[_Iterable[_Union[SelfCheck, _Mapping]]] = ..., timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ...) -> None: ...
+    visibility: Visibility
+    def __init__(self, fcmask: _Optional[bytes] = ..., seed: _Optional[int] = ..., self_check: _Optional[_Iterable[_Union[SelfCheck, _Mapping]]] = ..., timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ..., visibility: _Optional[_Union[Visibility, _Mapping]] = ...) -> None: ...
 
 class EnrollResult(_message.Message):
     __slots__ = ("masks", "face", "request_id", "queue_seconds")

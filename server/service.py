@@ -15,6 +15,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from .. import __version__
+from ..apply import Quality
 from ..enroll import EnrollConfig, EnrollResult
 from ..imageio import ImageLimits, decode_image
 from ..mask import encode_mask
@@ -72,6 +73,16 @@ def _progress(stage: str, fraction: float, index: int = 0, ahead: int = 0) -> pb
     return pb.EnrollResponse(progress=pb.Progress(stage=stage, fraction=fraction, mask_index=index, queue_position=ahead))
 
 
+def visibility_message(quality: Quality | None) -> pb.Visibility | None:
+    """The self-check's visibility figures; a face metric that could not be taken (box off the photo) is NaN."""
+    if quality is None:
+        return None
+    face = (quality.face_ssim, quality.flip_mean, quality.flip_p99, quality.flip_visible)
+    face_ssim, flip_mean, flip_p99, flip_visible = (float("nan") if v is None else v for v in face)
+    return pb.Visibility(ssim=quality.ssim, psnr=quality.psnr, face_ssim=face_ssim, flip_mean=flip_mean,
+                         flip_p99=flip_p99, flip_visible=flip_visible)
+
+
 def result_message(outcome: JobOutcome, request_id: str) -> pb.EnrollResponse:
     first: EnrollResult = outcome.results[0]
     face = first.face
@@ -85,6 +96,7 @@ def result_message(outcome: JobOutcome, request_id: str) -> pb.EnrollResponse:
             self_check=[pb.SelfCheck(model=c.model, similarity_before=c.before, similarity_after=c.after,
                                      match_threshold=c.threshold) for c in r.self_check],
             timings=[pb.StageTiming(stage=k, seconds=v) for k, v in r.timings.items()],
+            visibility=visibility_message(r.visibility),
         )
         for r, seed in zip(outcome.results, outcome.seeds)
     ]

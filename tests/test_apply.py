@@ -1,7 +1,10 @@
 import cv2
 import numpy as np
+import pytest
+from skimage.metrics import structural_similarity
 
 from facecloak.apply import apply_mask, apply_mask_with_landmarks, measure_quality
+from facecloak.apply.quality import face_region, ssim
 from facecloak.faces import AlignedFrame, detect_largest_face
 from facecloak.mask import Mask, decode_mask, encode_mask
 
@@ -24,8 +27,9 @@ def test_apply_keeps_full_resolution_and_touches_only_the_face(selfie, detector)
     x, y, w, h = face.box
     assert changed[:, 1].min() > x - w and changed[:, 1].max() < x + 2 * w
     assert diff[:50, :50].max() == 0 and diff[-50:, -50:].max() == 0  # background corners untouched
-    q = measure_quality(big, out)
+    q = measure_quality(big, out, face.box)
     assert 0.5 < q.ssim < 1.0 and 30 < q.psnr < 60
+    assert q.face_ssim < q.ssim and 0 < q.flip_mean < q.flip_p99  # the whole photo dilutes the face's change
 
 
 def test_mask_lands_where_the_template_says(selfie, detector):
@@ -45,3 +49,48 @@ def test_clipping_and_faces_outside_the_photo(selfie, detector):
     assert out.max() == 255 and out.min() >= 247  # clipped, never wrapped around
     far_away = lms + 10_000
     assert np.array_equal(apply_mask_with_landmarks(selfie, _checker_mask(), far_away), selfie)
+
+
+def test_face_quality_measures_the_face_box_only(selfie, detector):
+    box = detect_largest_face(detector, selfie).box
+    x0, y0, x1, y1 = face_region(box, selfie.shape)
+    x, y, w, h = box
+    assert (x0, y0) == (int(x - 0.1 * w), int(y - 0.1 * h)) and (x1 - x0) == pytest.approx(1.2 * w, abs=2)
+
+    same = measure_quality(selfie, selfie.copy(), box)
+    assert (same.flip_mean, same.flip_p99, same.flip_visible, same.face_ssim, same.ssim) == (0, 0, 0, 1, 1)
+
+    rng = np.random.default_rng(0)
+    noise = rng.choice([-40, 40], size=selfie.shape)  # a blatant +-40 grey-level change
+    on_face = selfie.astype(int)
+    on_face[y0:y1, x0:x1] += noise[y0:y1, x0:x1]
+    seen = measure_quality(selfie, np.clip(on_face, 0, 255).astype(np.uint8), box)
+    assert seen.flip_mean > 0.15 and seen.flip_visible > 0.3 and seen.face_ssim < 0.7
+    assert seen.face_ssim < seen.ssim  # the untouched background dilutes the whole-photo figure
+
+    outside = selfie.astype(int) + noise
+    outside[y0:y1, x0:x1] = selfie[y0:y1, x0:x1]  # the same change everywhere BUT the face box
+    background = measure_quality(selfie, np.clip(outside, 0, 255).astype(np.uint8), box)
+    assert background.ssim < 0.7 and (background.flip_mean, background.flip_visible, background.face_ssim) == (0, 0, 1)
+
+    assert measure_quality(selfie, selfie, None).flip_mean is None  # no box: whole-photo figures only
+    assert "FLIP mean" in seen.summary() and "FLIP" not in measure_quality(selfie, selfie).summary()
+
+
+@pytest.mark.parametrize("where", ["nowhere", "pixel", "centre", "edges", "everywhere"])
+def test_ssim_over_the_changed_region_is_skimages_whole_photo_figure(where):
+    rng = np.random.default_rng(3)
+    clean = rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)
+    cloaked = clean.copy()
+    if where == "pixel":
+        cloaked[30, 40, 1] ^= 9
+    elif where == "centre":
+        cloaked[20:40, 25:50] = np.clip(cloaked[20:40, 25:50].astype(int) + rng.integers(-20, 21, (20, 25, 3)), 0, 255)
+    elif where == "edges":  # changes inside the border strip skimage leaves out of its average still count nearby
+        cloaked[:2] = 0
+        cloaked[-1, -3:] = 255
+    elif where == "everywhere":
+        cloaked = rng.integers(0, 256, clean.shape, dtype=np.uint8)
+    reference = structural_similarity(clean, cloaked, channel_axis=2, data_range=255, gaussian_weights=True, sigma=1.5,
+                                      use_sample_covariance=False)
+    assert ssim(clean, cloaked) == pytest.approx(reference, abs=1e-12)

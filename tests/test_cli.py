@@ -24,6 +24,9 @@ def test_enroll_then_apply_on_lfw(tmp_path, lfw, surrogates, capsys):
     assert main(["apply", str(mask_path), str(photos[4]), "-o", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "self-check" in printed and "SSIM" in printed and "PSNR" in printed
+    assert "self-check visibility on this photo: SSIM" in printed and printed.count("face: FLIP mean") == 2
+    summary = printed.splitlines()[-1]  # apply's line: whole photo, then the face box
+    assert summary.startswith(f"wrote {out}") and "PSNR" in summary and "% of pixels > 0.2, SSIM" in summary
     clean, cloaked = read_image(photos[4]), read_image(out)
     assert cloaked.shape == clean.shape and not np.array_equal(cloaked, clean)
 

@@ -50,6 +50,7 @@ def test_results_have_every_row_and_figure(run):
         for key in ("top1_psr", "top5_psr", "verification_psr", "no_face"):
             assert 0.0 <= r[key] <= 1.0
         assert r["top5_psr"] <= r["top1_psr"]  # top-5 protection is the harder one
+        assert 0 <= r["flip_mean"] <= r["flip_p99"] <= 1 and 0 <= r["flip_visible"] <= 1 and r["face_ssim"] <= r["ssim"]
     for model, t in results["thresholds"].items():
         assert -1 < t["threshold"] < 1 and t["impostor_pairs"] > 1000, model
     assert "torchvision" in results["lpips"]  # says why LPIPS is absent
@@ -60,19 +61,25 @@ def test_clean_photos_are_recognised_and_per_image_pgd_protects(run):
     for target in ("sface", "facenet"):
         clean = rows(results, "clean", target)
         assert clean["top1_psr"] <= 0.25 and clean["ssim"] == 1.0 and clean["psnr"] is None
+        assert (clean["face_ssim"], clean["flip_mean"], clean["flip_visible"]) == (1.0, 0.0, 0.0)
     pgd = rows(results, "pgd", "facenet")  # white-box upper reference
     assert pgd["box"] == "white-box" and pgd["top1_psr"] >= 0.75
     assert rows(results, "ours", "sface")["box"] == "black-box"
     uniform = rows(results, "centre_uniform", "facenet")  # OPOM's baseline: one flat budget, no focus regions
     assert (uniform["eps"], uniform["eps_focus"]) == (22, 22) and uniform["box"] == "white-box"
     for method in ("noise", "centre_uniform", "pgd", "ours"):  # the cloak is visible in the numbers but bounded
-        assert 0.75 < rows(results, method, "facenet")["ssim"] < 0.999
+        row = rows(results, method, "facenet")
+        assert 0.75 < row["ssim"] < 0.999
+        assert row["face_ssim"] < row["ssim"] and 0.02 < row["flip_mean"] < 0.5  # on the face the cloak shows more
+    # our focus budget (eps_A 32 on stickers) is visible where uniform noise at eps 8 is not
+    assert rows(results, "ours", "facenet")["flip_visible"] > rows(results, "noise", "facenet")["flip_visible"]
 
 
 def test_report_and_resume(run):
     out, results, anchors, _ = run
     text = write_report(results, out).read_text()
     assert "| per-image PGD (reference) | facenet | facenet | white-box |" in text
+    assert "| no face | face FLIP | face > 0.2 | face SSIM | SSIM | PSNR dB | probes |" in text
     assert (out / "psr_vs_jpeg.png").exists() is False  # one JPEG setting: no sweep plot
     seen = []
     again = run_eval(TINY, out, resume=True, anchors=anchors, on_person=lambda *a: seen.append(a))

@@ -52,6 +52,8 @@ def test_result_fields_progress_and_mask_set(server):
     assert all(decode_mask(m).frame.size == 112 for m in reply.masks)
     assert len(result.face.landmarks) == 5 and result.face.width > 32 and 0 < result.face.score <= 1
     assert [c.model for c in result.masks[0].self_check] == ["sface"]
+    seen = result.masks[0].visibility  # the mask on the uploaded photo itself, face box and whole photo
+    assert result.masks[0].HasField("visibility") and 0 < seen.flip_mean < seen.flip_p99 <= 1 and seen.face_ssim < seen.ssim < 1
     assert {t.stage for t in result.masks[0].timings} >= {"detect", "views", "anchors", "optimise", "self_check"}
     assert result.request_id == reply.request_id
     assert stages[0] == ("queued", 0.0) and ("optimise", 1.0) in stages and stages[-1] == ("self_check", 1.0)

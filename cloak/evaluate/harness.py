@@ -16,6 +16,7 @@ import torch
 
 from ..anchors import AnchorGallery, select_anchors
 from ..apply import apply_mask_with_landmarks, measure_quality
+from ..apply.quality import Box
 from ..enroll import EnrollConfig, Enroller
 from ..errors import FaceCloakError
 from ..faces import AlignedFace, AlignedFrame, FaceDetector, align_largest_face, to_chw_float
@@ -28,8 +29,13 @@ from .attacker import Attacker, AttackerGallery, build_attacker_gallery, photo_k
 from .baselines import centre_mask, face_budget, noise_mask, per_image_masks, shipped
 from .metrics import NO_FACE_SCORE, NOT_FOUND, identity_scores, true_ranks
 from .protocol import ENSEMBLE, NO_SURROGATE, Dataset, EvalConfig, Person, anchor_gallery, load_dataset, person_seed, upload
+from .summary import FACE_FIELDS
 
 Log = Callable[[str], None]
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 5)
 
 
 @dataclass
@@ -180,20 +186,22 @@ class Harness:
         start = time.perf_counter()
         record = {
             "person": person.name, "seed": seed, "apply_failed": [f is None for f in probe_faces],
-            "variants": [self._score(person, v, probes) for v in variants],
+            "variants": [self._score(person, v, probes, [None if f is None else f.face.box for f in probe_faces])
+                         for v in variants],
         }
         timings["attack"] = round(time.perf_counter() - start, 2)
         record["seconds"] = timings
         return record, variants
 
-    def _score(self, person: Person, variant: Variant, clean: list[np.ndarray]) -> dict:
-        """Quality of each cloaked probe, then the attacker's view of it after each upload setting."""
+    def _score(self, person: Person, variant: Variant, clean: list[np.ndarray], boxes: list[Box | None]) -> dict:
+        """Quality of each cloaked probe (face figures on the defender's face box), then the attacker's view of it."""
         cfg = self.cfg
-        quality = [measure_quality(c, p) for c, p in zip(clean, variant.photos)]
+        quality = [measure_quality(c, p, b) for c, p, b in zip(clean, variant.photos, boxes)]
         entry = {
             "method": variant.method, "surrogate": variant.surrogate, "scale": variant.scale,
             "ssim": [round(q.ssim, 5) for q in quality],
             "psnr": [None if not np.isfinite(q.psnr) else round(q.psnr, 3) for q in quality],
+            **{key: [_rounded(getattr(q, key)) for q in quality] for key in FACE_FIELDS},  # None: no face found
             "attack": {},
         }
         keys = [photo_key(p) for p in person.photos[1 : cfg.probes + 1]]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..apply.quality import FACE_MARGIN, FLIP_VISIBLE
 from .uncertainty import Interval, gap_interval
 
 LABELS = {
@@ -66,13 +67,14 @@ def table(rows: Sequence[dict], intervals: bool = False) -> str:
     """One line per row; ``intervals`` adds the top-1 PSR's 95% people-bootstrap interval."""
     ci_head, ci_cell = (" 95% CI |", lambda r: f" {_interval_label(r)} |") if intervals else ("", lambda r: "")
     head = (f"| method | surrogate | target | box | eps/eps_A | top-1 PSR |{ci_head} top-5 PSR | verif. PSR @FAR | no face "
-            "| SSIM | PSNR dB | probes |")
-    lines = [head, "|" + "---|" * (13 if intervals else 12)]
+            f"| face FLIP | face > {FLIP_VISIBLE:g} | face SSIM | SSIM | PSNR dB | probes |")
+    lines = [head, "|" + "---|" * (16 if intervals else 15)]
     for r in rows:
         lines.append(
             f"| {LABELS.get(r['method'], r['method'])} | {r['surrogate']} | {r['target']} | {r['box']} | "
             f"{_budget_label(r)} | {_pct(r['top1_psr'])} |{ci_cell(r)} {_pct(r['top5_psr'])} | {_pct(r['verification_psr'])} | "
-            f"{_pct(r['no_face'])} | {_num(r['ssim'], '.3f')} | {_num(r['psnr'], '.1f')} | {r['probes']} |"
+            f"{_pct(r['no_face'])} | {_num(r.get('flip_mean'), '.3f')} | {_pct(r.get('flip_visible'))} | "
+            f"{_num(r.get('face_ssim'), '.3f')} | {_num(r['ssim'], '.3f')} | {_num(r['psnr'], '.1f')} | {r['probes']} |"
         )
     return "\n".join(lines)
 
@@ -275,7 +277,10 @@ def write_report(results: dict, out_dir: Path, title: str = "FaceCloak protectio
         "",
         "PSR = share of cloaked probes whose true identity is NOT in the attacker's top-k (higher is better). "
         "`no face` = the attacker's detector found no face (counted as protected). SSIM/PSNR: cloaked vs clean photo at "
-        f"full resolution, before upload. LPIPS: {results['lpips']}.",
+        "full resolution, before upload. Face columns (what people see), on the defender's detected face box grown by "
+        f"{FACE_MARGIN:.0%} on each side: NVIDIA FLIP's mean error, the share of face pixels whose error exceeds "
+        f"{FLIP_VISIBLE:g}, and SSIM (probes with a detected face; – for runs recorded before they were measured). "
+        f"LPIPS: {results['lpips']}.",
     ]
     for q in cfg["jpeg"][1:]:
         parts += ["", f"## Upload JPEG {_jpeg_label(q)} (resize x{cfg['resize']})", "",

@@ -11,6 +11,9 @@ from .metrics import NOT_FOUND, protected_at_k, psr_at_k, verification_psr
 from .protocol import ENSEMBLE, METHODS, NO_SURROGATE, EvalConfig
 from .uncertainty import psr_interval
 
+# Per-probe face figures a record keeps (facecloak.apply.Quality's names), pooled into rows under the same keys.
+FACE_FIELDS = ("face_ssim", "flip_mean", "flip_p99", "flip_visible")
+
 
 def box(surrogate: str, target: str, surrogates: Sequence[str]) -> str:
     """white-box if the target model was used in optimisation, black-box if never, none for no optimisation."""
@@ -36,7 +39,8 @@ def _budget(method: str, scale: float, cfg: EvalConfig) -> dict[str, float | Non
 
 
 def summarise(records: Sequence[dict], cfg: EvalConfig, thresholds: dict[str, float]) -> list[dict]:
-    """Pool every person's probes per row. PSNR skips identical photos (infinite PSNR).
+    """Pool every person's probes per row. PSNR skips identical photos (infinite PSNR), face figures probes
+    with no face found by the defender.
 
     Each row also keeps its per-person top-1 counts (``person_top1`` protected of ``person_probes``, in
     ``records`` order, None where a person lacks the row) so intervals and paired gaps can be drawn later.
@@ -52,6 +56,8 @@ def summarise(records: Sequence[dict], cfg: EvalConfig, thresholds: dict[str, fl
                     acc["genuine"] += out["genuine"]
                     acc["ssim"] += v["ssim"]
                     acc["psnr"] += v["psnr"]
+                    for key in FACE_FIELDS:  # absent from records written before face figures were kept
+                        acc[key] += v.get(key, [])
     rows = []
     for (method, surrogate, scale, target, jpeg), acc in pooled.items():
         ranks = acc["rank"]
@@ -66,7 +72,7 @@ def summarise(records: Sequence[dict], cfg: EvalConfig, thresholds: dict[str, fl
             "top1_psr": round(psr_at_k(ranks, 1), 4), "top1_psr_ci": [ci.low, ci.high], "top5_psr": round(psr_at_k(ranks, 5), 4),
             "verification_psr": round(verification_psr(acc["genuine"], thresholds[target]), 4),
             "no_face": round(float(np.mean(np.asarray(ranks) == NOT_FOUND)), 4) if ranks else None,
-            "ssim": _mean(acc["ssim"]), "psnr": _mean(acc["psnr"]),
+            "ssim": _mean(acc["ssim"]), "psnr": _mean(acc["psnr"]), **{key: _mean(acc[key]) for key in FACE_FIELDS},
             "person_top1": top1, "person_probes": probes,
         })
     order = {m: i for i, m in enumerate(METHODS)}
