@@ -1,4 +1,5 @@
-"""The runtimes of exported graphs, chosen by config: ONNX Runtime (here) and TensorRT (``tensorrt_runtime``).
+"""The runtimes of exported graphs, chosen by config: ONNX Runtime (here), TensorRT (``tensorrt_runtime``)
+and AOTInductor packages for the CPU (``aot_runtime``).
 
 A runtime hands out two kinds of callables, numpy in and numpy out:
 - ``embedder(model)``: aligned RGB faces (B, 3, S, S) in [0, 1] -> unit embeddings (B, D);
@@ -29,12 +30,15 @@ class OrtRuntime(ManifestRuntime):
     """ONNX Runtime on CPU (``onnxruntime``) or CUDA (``onnxruntime-gpu``)."""
 
     def __init__(self, config: RuntimeConfig) -> None:
-        import onnxruntime as ort
-
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise EngineUnavailableError("ONNX Runtime is not installed: pip install 'facecloak[cpu]' "
+                                         "(or 'facecloak[gpu]' on a CUDA host)") from None
         providers = ["CPUExecutionProvider"]
         if config.kind == "ort-cuda":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise EngineUnavailableError("ONNX Runtime has no CUDA provider here: install the `export-gpu` extra "
+                raise EngineUnavailableError("ONNX Runtime has no CUDA provider here: install the `gpu` extra "
                                              "(onnxruntime-gpu, not together with onnxruntime) on a CUDA host")
             providers.insert(0, "CUDAExecutionProvider")
         super().__init__(config)
@@ -65,6 +69,10 @@ class OrtRuntime(ManifestRuntime):
 
 def open_runtime(config: RuntimeConfig) -> Runtime:
     """The runtime ``config.kind`` names, or ``EngineUnavailableError``/``EngineMismatchError`` saying why not."""
+    if config.kind == "aot-cpu":
+        from .aot_runtime import AotRuntime
+
+        return AotRuntime(config)
     if config.kind == "tensorrt":
         from .tensorrt_runtime import TensorRTRuntime
 

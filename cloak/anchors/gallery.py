@@ -16,7 +16,7 @@ from ..atomic import atomic_output
 from ..errors import BadOptionError, FaceCloakError
 from ..faces import AlignedFrame, FaceDetector, align_largest_face, to_chw_float
 from ..imageio import read_image
-from ..models import ort_embedder
+from ..models import inference_embedder
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 DEFAULT_GALLERY_DIR = "faces/lfw-distractors"
@@ -85,7 +85,8 @@ def build_gallery(
     index = {name: i for i, name in enumerate(order)}
     embeddings = {}
     for model in models:
-        emb = np.concatenate([ort_embedder(model)(faces[i : i + batch]) for i in range(0, len(faces), batch)])
+        embed = inference_embedder(model)
+        emb = np.concatenate([embed(faces[i : i + batch]) for i in range(0, len(faces), batch)])
         sums: dict[int, np.ndarray] = defaultdict(lambda: 0)
         for label, row in zip(labels, emb):
             sums[index[label]] = sums[index[label]] + row

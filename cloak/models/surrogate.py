@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 import torch.nn.functional as F
 
 from ..assets import asset
+from ..errors import ExtraMissingError
 from .onnx_torch import load_torch_model
 from .registry import ModelCard, get_card
 
@@ -62,6 +63,7 @@ class OrtEmbedder:
     """Inference embedding with ONNX Runtime, same preprocessing as ``TorchEmbedder``."""
 
     def __init__(self, card: ModelCard, threads: int = 0) -> None:
+        ort = import_onnxruntime()
         self.card = card
         model = _dynamic_batch(onnx.load(str(asset(card.file))))
         opts = ort.SessionOptions()
@@ -86,3 +88,29 @@ def torch_embedder(name: str) -> TorchEmbedder:
 def ort_embedder(name: str) -> OrtEmbedder:
     """Shared ONNX Runtime embedder for a registered model (loaded once per process)."""
     return OrtEmbedder(get_card(name))
+
+
+def import_onnxruntime():  # noqa: ANN201 - the onnxruntime module
+    """ONNX Runtime, or one line naming the extra that installs it (it is an extra: cpu and gpu builds clash)."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ExtraMissingError("this needs ONNX Runtime: pip install 'facecloak[cpu]' "
+                                "(or 'facecloak[gpu]' on a CUDA host, never both)") from None
+    return onnxruntime
+
+
+def inference_embedder(name: str) -> Callable[[np.ndarray], np.ndarray]:
+    """Embeddings without gradients: ONNX Runtime where installed, else the torch embedder, which
+    agrees with it to 1e-6 (tests/test_models.py), so a plain install still enrolls."""
+    try:
+        import_onnxruntime()
+    except ExtraMissingError:
+        embed = torch_embedder(name)
+
+        def run(faces: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                return embed(torch.from_numpy(np.ascontiguousarray(faces, np.float32))).numpy()
+
+        return run
+    return ort_embedder(name)
