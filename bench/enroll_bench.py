@@ -1,90 +1,99 @@
-"""Enrollment benchmark: wall time per stage, batched vs one-view-at-a-time PGD, peak RSS.
+"""Enrollment benchmark: the default backend against PyTorch eager, same photo, same settings, one run.
 
-Run: .venv/bin/python bench/enroll_bench.py [--repeats 3]
+    .venv/bin/python bench/enroll_bench.py                      # sface+facenet, 8 views x 10 iterations
+    .venv/bin/python bench/enroll_bench.py --quick              # sface, 2 views x 3 iterations
+    .venv/bin/python bench/enroll_bench.py --backends torch-cpu,auto,ort-cpu --repeats 5
+
+Each backend runs in its own process (so its peak RSS is its own), built by facecloak.assemble exactly
+as `facecloak enroll` builds it. "first use" is building the enroller plus the first enrollment: for
+"auto" on a cold cache it includes the one-time AOT compilation (use --cold to force that).
+Prints per backend: first use, median steady-state enrollment with its stages, x vs torch eager, peak RSS.
+State the machine load with the figures (printed at the end).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import resource
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
-from dataclasses import replace
 
-import numpy as np
-import torch
-
-from facecloak.assets import assets_dir
-from facecloak.enroll import Enroller, EnrollConfig
-from facecloak.imageio import read_image
-from facecloak.optimise import Budget, PGDConfig, run_pgd
-from facecloak.optimise.torch_step import SurrogateTarget, TorchStepper
+BASELINE = "torch-cpu"
 
 
-def one_at_a_time(views: np.ndarray, budget: Budget, targets: list[SurrogateTarget], cfg: PGDConfig) -> None:
-    """The research code's schedule: one PGD update per view, views in sequence (same gradient count)."""
-    state = None
-    for _ in range(cfg.iterations):
-        for i in range(len(views)):
-            single = replace(cfg, iterations=1, random_start=state is None)
-            state = run_pgd(TorchStepper(targets, single), views[i : i + 1], budget, single)
+def measure(backend: str, surrogates: tuple[str, ...], views: int, iterations: int, repeats: int, photo: str) -> dict:
+    """One backend in this process: first use, then ``repeats`` timed enrollments."""
+    from dataclasses import replace
+
+    from facecloak.assemble import EnrollerSpec, build_enroller
+    from facecloak.assets import assets_dir
+    from facecloak.enroll import EnrollConfig
+    from facecloak.imageio import read_image
+
+    base = EnrollConfig()
+    config = replace(base, surrogates=surrogates, views=views, pgd=replace(base.pgd, iterations=iterations))
+    image = read_image(assets_dir() / photo)
+    start = time.perf_counter()
+    assembled = build_enroller(EnrollerSpec(backend=backend, surrogates=surrogates, views=views, pgd=config.pgd,
+                                            view_backend="augment"))
+    assembled.enroller.enroll(image, config)
+    first = time.perf_counter() - start
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = assembled.enroller.enroll(image, config)
+        runs.append((time.perf_counter() - start, result.timings))
+    return {"backend": assembled.backend, "notes": assembled.notes[1:], "first_use_s": first,
+            "median_s": statistics.median(r[0] for r in runs), "runs_s": [r[0] for r in runs],
+            "stages_s": {k: statistics.median(r[1][k] for r in runs) for k in runs[0][1]},
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backends", default=f"{BASELINE},auto", help="comma list; the first is the baseline")
+    parser.add_argument("--surrogates", default="sface,facenet")
+    parser.add_argument("--views", type=int, default=8)
+    parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="sface, 2 views x 3 iterations, 2 repeats")
+    parser.add_argument("--cold", action="store_true", help="prepare 'auto' from an empty cache (first use from scratch)")
     parser.add_argument("--photo", default="faces/lfw/Tony_Blair/Tony_Blair_0001.jpg")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one backend, print JSON
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    photo = read_image(assets_dir() / args.photo)
-    enroller = Enroller()
-    print(f"torch threads: {torch.get_num_threads()}")
-    for surrogates in (("sface",), ("facenet",), ("sface", "facenet")):
-        config = EnrollConfig(surrogates=surrogates)
-        enroller.enroll(photo, config)  # warm-up: model load, gallery cache
-        runs = []
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            result = enroller.enroll(photo, config)
-            runs.append((time.perf_counter() - start, result.timings))
-        total = statistics.median(r[0] for r in runs)
-        stages = {k: statistics.median(r[1][k] for r in runs) for k in runs[0][1]}
-        print(f"\nenroll {'+'.join(surrogates)} (8 views x 10 iterations): total {total:.2f} s (median of {args.repeats})")
-        print("  " + "  ".join(f"{k} {v:.3f}s" for k, v in stages.items()))
-
-    # Batched vs sequential PGD on the same views, same number of view-gradients.
-    from facecloak.faces import AlignedFrame, align_largest_face
-    from facecloak.models import torch_embedder
-    from facecloak.optimise import BudgetConfig
-    from facecloak.views import AugmentViews, ViewRequest
-
-    frame = AlignedFrame()
-    aligned = align_largest_face(enroller.detector, photo, frame)
-    views = torch.from_numpy(AugmentViews().generate(ViewRequest(photo, aligned.face, frame, 8, 0)))
-    lms = np.hstack([aligned.face.landmarks, np.ones((5, 1))]) @ aligned.matrix.T
-    budget = Budget.of_face(aligned.crop, lms, BudgetConfig())
-    embed = torch_embedder("sface")
-    with torch.no_grad():
-        user = embed(views[:1])[0]
-    targets = [SurrogateTarget(embed, -user, user.roll(1), user)]
-    cfg = PGDConfig()
-    timings = {}
-    arrays = views.numpy()
-    for name, fn in (("batched", lambda: run_pgd(TorchStepper(targets, cfg), arrays, budget, cfg)),
-                     ("one-at-a-time", lambda: one_at_a_time(arrays, budget, targets, cfg))):
-        fn()
-        samples = []
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            fn()
-            samples.append(time.perf_counter() - start)
-        timings[name] = statistics.median(samples)
-    print(f"\nPGD stage, sface, 8 views x 10 iterations: batched {timings['batched']:.2f} s, "
-          f"one-at-a-time {timings['one-at-a-time']:.2f} s, speed-up x{timings['one-at-a-time'] / timings['batched']:.2f}")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"peak RSS: {peak:.0f} MiB")
+    if args.quick:
+        args.surrogates, args.views, args.iterations, args.repeats = "sface", 2, 3, 2
+    surrogates = tuple(args.surrogates.split(","))
+    if args.one:
+        print(json.dumps(measure(args.one, surrogates, args.views, args.iterations, args.repeats, args.photo)))
+        return
+    env = dict(os.environ)
+    if args.cold:
+        env["FACECLOAK_CACHE"] = tempfile.mkdtemp(prefix="facecloak-bench-")
+    results = []
+    for backend in args.backends.split(","):
+        cmd = [sys.executable, __file__, "--one", backend, "--surrogates", args.surrogates, "--views", str(args.views),
+               "--iterations", str(args.iterations), "--repeats", str(args.repeats), "--photo", args.photo]
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+        if done.returncode != 0:
+            sys.exit(f"{backend} failed:\n{done.stderr[-3000:]}")
+        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    base = results[0]["median_s"]
+    print(f"enrollment, {'+'.join(surrogates)}, {args.views} views x {args.iterations} iterations, "
+          f"median of {args.repeats} after first use; torch threads: default")
+    print(f"{'asked':10s} {'ran':10s} {'first use':>10s} {'median':>8s} {'x eager':>8s} {'peak RSS':>9s}  stages (median)")
+    for asked, r in zip(args.backends.split(","), results):
+        stages = "  ".join(f"{k} {v:.2f}" for k, v in r["stages_s"].items())
+        print(f"{asked:10s} {r['backend']:10s} {r['first_use_s']:9.1f}s {r['median_s']:7.2f}s {base / r['median_s']:7.2f}x "
+              f"{r['peak_rss_mib']:7.0f}MiB  {stages}")
+        for note in r["notes"]:
+            print(f"  note: {note}")
+    print(f"load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":

@@ -7,14 +7,23 @@ The CLI, the server and the benchmark all call ``build_enroller``. It sits above
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
+import secrets
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .anchors import AnchorGallery
+from .assets import asset, cache_dir
+from .backend_names import AUTO, BACKENDS
 from .enroll import DEFAULT_SURROGATES, Enroller
 from .errors import BadOptionError, FaceCloakError
 from .faces import FaceDetector
+from .models import get_card
 from .optimise import PGDConfig
 from .optimise.backend import OptimiseBackend
 from .views import AugmentViews, ViewGenerator
@@ -22,8 +31,7 @@ from .views.arc2face_select import choose_view_backend
 
 log = logging.getLogger("facecloak.assemble")
 
-# "torch-cpu": PyTorch eager, the reference; the others run exported graphs from ``engine_dir``.
-BACKENDS = ("torch-cpu", "ort-cpu", "ort-cuda", "tensorrt")
+Say = Callable[[str], None]
 VIEW_BACKENDS = ("auto", "augment", "arc2face")
 
 
@@ -74,9 +82,54 @@ def build_views(spec: EnrollerSpec, detector: FaceDetector | None = None) -> tup
     return Arc2FaceViews(Arc2FaceConfig(model_dir=choice.model_dir), detector, sampler=sampler), "arc2face", choice.reason
 
 
-def build_backend(spec: EnrollerSpec) -> tuple[OptimiseBackend, str, list[str]]:
+def aot_folder(spec: EnrollerSpec) -> Path:
+    """The user-cache folder of the AOT step for ``spec``'s request shape, keyed by everything that
+    changes the compiled code: model file hashes, surrogate set, views, size, PGD constants, versions, CPU."""
+    import torch  # noqa: PLC0415
+
+    from facecloak import __version__  # noqa: PLC0415
+    from facecloak.engines.aot_runtime import cpu_fingerprint  # noqa: PLC0415
+    from facecloak.engines.manifest import sha256_file  # noqa: PLC0415
+
+    key = {"models": {m: sha256_file(asset(get_card(m).file)) for m in spec.surrogates}, "order": list(spec.surrogates),
+           "views": spec.views, "size": spec.size, "pgd": spec.pgd.baked(), "facecloak": __version__,
+           "torch": torch.__version__, "cpu": cpu_fingerprint()}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    return cache_dir() / "aot" / f"{'-'.join(spec.surrogates)}_v{spec.views}_s{spec.size}_{digest}"
+
+
+def prepare_aot(spec: EnrollerSpec, say: Say) -> Path:
+    """The AOT step for ``spec``, compiled into the user cache unless it is already there.
+
+    Compiled into a private temporary folder and published with one rename, so two processes that
+    race both end with the same complete folder (the loser's copy is discarded).
+    """
+    from facecloak.engines.manifest import MANIFEST_NAME  # noqa: PLC0415
+
+    folder = aot_folder(spec)
+    if (folder / MANIFEST_NAME).exists():
+        return folder
+    from facecloak.export.pipeline import ExportConfig, export_aot_step  # noqa: PLC0415 - compiling is an export step
+
+    say(f"preparing the fast backend for {'+'.join(spec.surrogates)}, {spec.views} views (once; a few minutes)")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    scratch = folder.parent / f".{folder.name}.{os.getpid()}.{secrets.token_hex(4)}"
+    try:
+        export_aot_step(ExportConfig(out=scratch, models=spec.surrogates, views=spec.views, size=spec.size, verify=False),
+                        spec.pgd, log=lambda _: None)
+        try:
+            os.rename(scratch, folder)
+        except OSError:
+            if not (folder / MANIFEST_NAME).exists():  # not a lost race: a real failure
+                raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return folder
+
+
+def build_backend(spec: EnrollerSpec, say: Say = lambda _: None) -> tuple[OptimiseBackend, str, list[str]]:
     """The optimise backend chain: the configured runtime (and the less capable ones after it), with
-    PyTorch eager as the fallback for shapes no exported step graph serves."""
+    PyTorch eager as the fallback for shapes no exported step serves and for runtimes that cannot open."""
     from .optimise.torch_backend import TorchBackend  # noqa: PLC0415 - PyTorch is the fallback of every chain
 
     torch_backend = TorchBackend()
@@ -84,21 +137,28 @@ def build_backend(spec: EnrollerSpec) -> tuple[OptimiseBackend, str, list[str]]:
         return torch_backend, "torch-cpu", []
     from facecloak.engines.graph_backend import open_graph_backend  # noqa: PLC0415 - engine runtimes only when asked for
 
+    kind, engine_dir = ("aot-cpu", spec.engine_dir) if spec.backend == AUTO else (spec.backend, spec.engine_dir)
     try:
-        backend, refusals = open_graph_backend(spec.backend, spec.surrogates, spec.views, spec.pgd, spec.size,
-                                               engine_dir=spec.engine_dir, fallback=torch_backend)
-    except FaceCloakError as exc:
-        return torch_backend, "torch-cpu", [f"no engine runtime could be opened; using torch-cpu: {exc}"]
+        if kind == "aot-cpu" and engine_dir is None:
+            engine_dir = str(prepare_aot(spec, say))
+        backend, refusals = open_graph_backend(kind, spec.surrogates, spec.views, spec.pgd, spec.size,
+                                               engine_dir=engine_dir, fallback=torch_backend)
+    except Exception as exc:  # noqa: BLE001 - any failure to prepare or open (no C++ compiler, ...) falls back
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return torch_backend, "torch-cpu", [f"{kind} unavailable, using torch-cpu: {reason}"]
     return backend, backend.name, refusals
 
 
 def build_enroller(spec: EnrollerSpec = EnrollerSpec(), detector: FaceDetector | None = None,
-                   gallery: AnchorGallery | None = None) -> AssembledEnroller:
-    """An ``Enroller`` with the views and backend ``spec`` asks for, falling back where they cannot run."""
+                   gallery: AnchorGallery | None = None, say: Say = lambda _: None) -> AssembledEnroller:
+    """An ``Enroller`` with the views and backend ``spec`` asks for, falling back where they cannot run.
+
+    ``say`` receives one-line notices meant for a waiting user (the one-time preparation).
+    """
     spec.validate()
     detector = detector or FaceDetector()
     views, view_name, view_reason = build_views(spec, detector)
-    backend, backend_name, notes = build_backend(spec)
+    backend, backend_name, notes = build_backend(spec, say)
     for note in notes:
         log.warning("optimise backend fallback", extra={"reason": note})
     enroller = Enroller(detector=detector, views=views, gallery=gallery, backend=backend)

@@ -12,7 +12,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .atomic import check_output_path, write_atomic
-from .errors import BadOptionError, FaceCloakError
+from .backend_names import AUTO, BACKEND_ENV, BACKENDS
+from .command import run_command
+from .errors import BadOptionError
 from .imageio import check_jpeg_quality, output_format, read_image, write_image
 
 MASK_SUFFIX = ".fcmask"
@@ -62,8 +64,12 @@ def _enroll_config(args: argparse.Namespace):
     return replace(base, surrogates=surrogates, views=args.views, seed=args.seed, budget=budget, pgd=pgd)
 
 
+def _say(line: str) -> None:
+    print(f"facecloak: {line}", file=sys.stderr, flush=True)
+
+
 def cmd_enroll(args: argparse.Namespace) -> int:
-    from .enroll import Enroller
+    from .assemble import EnrollerSpec, build_enroller
     from .mask import encode_mask
 
     out = Path(args.output)
@@ -82,9 +88,14 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         finally:
             bar.close()
     else:
+        spec = EnrollerSpec(backend=args.backend, surrogates=config.surrogates, views=config.views, pgd=config.pgd,
+                            view_backend="augment")
+        assembled = build_enroller(spec, say=_say)
+        for note in assembled.notes[1:]:  # fallbacks: why the backend asked for is not the one running
+            _say(note)
         bar = _StageBar("enroll")
         try:
-            result = Enroller().enroll(photo, config, progress=bar)
+            result = assembled.enroller.enroll(photo, config, progress=bar)
         finally:
             bar.close()
         data = encode_mask(result.mask)
@@ -93,7 +104,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
                   f"(match threshold {check.threshold:.3f})")
         if result.visibility is not None:
             print(f"self-check visibility on this photo: {result.visibility.summary()}")
-        print("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items()))
+        print(f"timings ({assembled.backend}): " + ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items()))
     write_atomic(out, data, permissions=0o600)  # the mask is a secret: owner-only
     print(f"wrote {out} ({len(data)} bytes)")
     return 0
@@ -154,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     enroll.add_argument("--seed", type=int, default=0)
     enroll.add_argument("--server", help="enroll through a FaceCloak server at host:port instead of locally")
     enroll.add_argument("--overwrite", action="store_true", help="allow the output to replace the input photo")
+    enroll.add_argument("--backend", choices=BACKENDS, default=os.environ.get(BACKEND_ENV, AUTO),
+                        help=f"where the optimisation runs (default ${BACKEND_ENV} or auto: the fastest measured, "
+                        "prepared once into the user cache; torch-cpu: PyTorch eager)")
     enroll.set_defaults(func=cmd_enroll)
 
     apply = sub.add_parser("apply", help="cloak a photo with your mask, at full resolution")
@@ -178,14 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except FaceCloakError as exc:
-        print(f"facecloak: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("facecloak: interrupted", file=sys.stderr)
-        return 130
+    return run_command("facecloak", lambda: args.func(args))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from facecloak.errors import BadOptionError, FaceCloakError
 
 from .manifest import Artefact, EngineMismatchError, Manifest, check_artefact, load_manifest, sha256_file
 
-RUNTIME_KINDS = ("ort-cpu", "ort-cuda", "tensorrt")
+RUNTIME_KINDS = ("ort-cpu", "ort-cuda", "tensorrt", "aot-cpu")
 ENGINES_ENV = "FACECLOAK_ENGINES"
 DEFAULT_BUILD_DIR = Path(__file__).resolve().parent / "build"
 Embedder = Callable[[np.ndarray], np.ndarray]

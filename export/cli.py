@@ -2,6 +2,7 @@
 
     facecloak-export surrogates --models sface,facenet     # ONNX, dynamic batch, verified vs PyTorch
     facecloak-export step --models sface,facenet --views 8 # the PGD step graph + resampling table
+    facecloak-export aot --models sface,facenet --views 8  # the PGD step compiled for this CPU (aot-cpu)
     facecloak-export build --precision fp16                # TensorRT engines (GPU host only)
     facecloak-export triton --repo triton_models           # Triton model repository
     facecloak-export ondevice --formats onnx --verify      # the on-device add-and-clip op
@@ -46,6 +47,15 @@ def cmd_step(args: argparse.Namespace) -> int:
     from .pipeline import export_step_graph
 
     export_step_graph(_export_config(args), PGDConfig())
+    return 0
+
+
+def cmd_aot(args: argparse.Namespace) -> int:
+    from facecloak.optimise import PGDConfig
+
+    from .pipeline import export_aot_step
+
+    export_aot_step(_export_config(args), PGDConfig())
     return 0
 
 
@@ -120,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, func, help_text in (("surrogates", cmd_surrogates, "surrogates to ONNX with a dynamic batch"),
                                   ("step", cmd_step, "the PGD step as one ONNX graph"),
+                                  ("aot", cmd_aot, "the PGD step compiled for this CPU (AOTInductor; serve with aot-cpu)"),
                                   ("all", cmd_all, "surrogates + step + on-device op")):
         p = add(name, func, help_text)
         p.add_argument("--models", type=comma_list, default=("sface", "facenet"), help="comma list of surrogates")

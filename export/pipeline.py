@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 
 import facecloak
+from facecloak.engines.aot_runtime import cpu_fingerprint
 from facecloak.engines.manifest import Artefact, Manifest, load_or_new, sha256_file
 from facecloak.engines.runtimes import default_build_dir
 from facecloak.enroll import DEFAULT_SURROGATES
@@ -18,7 +19,7 @@ from facecloak.models import get_card
 from facecloak.optimise import PGDConfig
 
 from .opcoverage import check_tensorrt_coverage
-from .step_graph import StepSpec, export_step, resample_table
+from .step_graph import STEP_OUTPUTS, StepSpec, compile_step_aot, example_inputs, export_step, resample_table
 from .surrogates import export_surrogate
 from .verify import model_hash_inputs, verify_step, verify_surrogate
 
@@ -36,11 +37,14 @@ class ExportConfig:
 
 
 def runtime_versions() -> dict[str, str | None]:
-    import onnxruntime
     import torch
 
+    try:
+        import onnxruntime
+    except ImportError:  # a plain install prepares AOT steps without ONNX Runtime
+        onnxruntime = None
     return {"facecloak": facecloak.__version__, "torch": torch.__version__, "onnx": onnx.__version__,
-            "onnxruntime": onnxruntime.__version__, "tensorrt": None, "cuda": None}
+            "onnxruntime": onnxruntime.__version__ if onnxruntime else None, "tensorrt": None, "cuda": None}
 
 
 def _shapes(values) -> dict[str, list[int | str]]:  # noqa: ANN001 - repeated ValueInfoProto
@@ -99,9 +103,36 @@ def export_step_graph(cfg: ExportConfig, pgd: PGDConfig = PGDConfig(), log: Log 
         artefact.verification.update(verify_step(spec, path))
     artefact.seconds = round(time.perf_counter() - start, 2)
     log(f"step {spec.name}: {path} ({artefact.seconds:.1f} s) {artefact.verification}")
-    table_path = cfg.out / f"resample_{cfg.size}.npy"
-    np.save(table_path, resample_table(cfg.size))
-    table = Artefact(name=table_path.stem, kind="table", file=table_path.name, sha256=sha256_file(table_path),
-                     attributes={"size": cfg.size, "what": "diversity down/up-sampling matrices, indexed by down size"})
+    table = export_resample_table(cfg)
+    save_artefacts(cfg.out, [artefact, table])
+    return [artefact, table]
+
+
+def export_resample_table(cfg: ExportConfig) -> Artefact:
+    """The diversity down/up-sampling matrices every step-graph loop looks up (one per frame size)."""
+    path = cfg.out / f"resample_{cfg.size}.npy"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, resample_table(cfg.size))
+    return Artefact(name=path.stem, kind="table", file=path.name, sha256=sha256_file(path),
+                    attributes={"size": cfg.size, "what": "diversity down/up-sampling matrices, indexed by down size"})
+
+
+def export_aot_step(cfg: ExportConfig, pgd: PGDConfig = PGDConfig(), log: Log = print) -> list[Artefact]:
+    """The PGD step compiled by AOTInductor for this CPU (``aot-step``), plus the resampling table."""
+    spec = StepSpec(cfg.models, cfg.views, cfg.size, pgd)
+    path = cfg.out / f"{spec.name}.pt2"
+    start = time.perf_counter()
+    timings = compile_step_aot(spec, path)
+    shapes = {name: list(t.shape) for name, t in zip(spec.input_names(), example_inputs(spec))}
+    artefact = Artefact(
+        name=f"{spec.name}_aot", kind="aot-step", file=path.relative_to(cfg.out).as_posix(), sha256=sha256_file(path),
+        models={m: sha256_file(f) for m, f in model_hash_inputs(spec.models).items()}, inputs=shapes,
+        outputs={name: [] for name in STEP_OUTPUTS},
+        attributes={"model_files": {m: get_card(m).file for m in spec.models}, "views": spec.views, "size": spec.size,
+                    "pgd": spec.baked_pgd(), "cpu": cpu_fingerprint(), **{k: round(v, 2) for k, v in timings.items()}},
+    )
+    artefact.seconds = round(time.perf_counter() - start, 2)
+    log(f"aot step {spec.name}: {path} ({artefact.seconds:.1f} s)")
+    table = export_resample_table(cfg)
     save_artefacts(cfg.out, [artefact, table])
     return [artefact, table]

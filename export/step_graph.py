@@ -145,19 +145,41 @@ def unrolled_inputs(spec: StepSpec, k: int) -> tuple[torch.Tensor, ...]:
     return tuple(inputs)
 
 
-def export_traced(fn: Callable[..., tuple[torch.Tensor, ...]], inputs: tuple[torch.Tensor, ...], input_names: list[str],
-                  path: Path, opset: int = 18) -> dict[str, float]:
-    """Trace ``fn`` with real tensors (autograd's backward kernels recorded, then decomposed), export to ONNX."""
+def trace_step(fn: Callable[..., tuple[torch.Tensor, ...]], inputs: tuple[torch.Tensor, ...]) -> torch.fx.GraphModule:
+    """Trace ``fn`` with real tensors: autograd's backward kernels are recorded, then decomposed into
+    forward ops, so the graph is one plain forward program (what ONNX and AOTInductor both take)."""
     from torch.fx.experimental.proxy_tensor import make_fx
 
+    return make_fx(fn, decomposition_table=export_decompositions())(*inputs).eval()  # eval: silences a warning
+
+
+def export_traced(fn: Callable[..., tuple[torch.Tensor, ...]], inputs: tuple[torch.Tensor, ...], input_names: list[str],
+                  path: Path, opset: int = 18) -> dict[str, float]:
+    """Trace ``fn`` (``trace_step``) and export it to ONNX at ``path``."""
     start = time.perf_counter()
-    graph = make_fx(fn, decomposition_table=export_decompositions())(*inputs).eval()  # eval: silences a warning
+    graph = trace_step(fn, inputs)
     traced = time.perf_counter()
     program = torch.onnx.export(graph, inputs, dynamo=True, opset_version=opset, input_names=input_names,
                                 output_names=list(STEP_OUTPUTS), verbose=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     program.save(str(path))
     return {"trace_s": traced - start, "export_s": time.perf_counter() - traced}
+
+
+def compile_step_aot(spec: StepSpec, path: Path) -> dict[str, float]:
+    """The step graph compiled ahead of time by AOTInductor into a package (.pt2) for this CPU.
+
+    Same traced function as the ONNX export; the package loads in milliseconds, with no tracing or
+    compiling at request time (``engines.aot_runtime`` runs it).
+    """
+    start = time.perf_counter()
+    inputs = example_inputs(spec)
+    graph = trace_step(step_function(spec), inputs)
+    traced = time.perf_counter()
+    program = torch.export.export(graph, inputs, strict=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch._inductor.aoti_compile_and_package(program, package_path=str(path))
+    return {"trace_s": traced - start, "compile_s": time.perf_counter() - traced}
 
 
 def export_step(spec: StepSpec, path: Path, opset: int = 18, unroll: int = 1) -> dict[str, float]:

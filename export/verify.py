@@ -14,7 +14,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import torch
 
 from facecloak.assets import assets_dir
@@ -66,7 +65,9 @@ def real_faces(views: int, size: int = 112, seed: int = 0) -> RealFaces:
     return RealFaces(to_chw_float(aligned.crop[None]), np.ascontiguousarray(generated, np.float32), to_chw_float(others))
 
 
-def _session(path: Path) -> ort.InferenceSession:
+def _session(path: Path):  # noqa: ANN202 - onnxruntime.InferenceSession
+    import onnxruntime as ort  # only when verifying: AOT preparation on a plain install needs no ONNX Runtime
+
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])

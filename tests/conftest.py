@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from facecloak.assets import assets_dir
+from facecloak.backend_names import BACKEND_ENV
 from facecloak.faces import FaceDetector
 from facecloak.imageio import read_image
+
+# The suite's enrollments (and the CLI runs it starts) use PyTorch eager, the reference: preparing the
+# default AOT backend takes minutes per request shape. tests/test_aot_backend.py tests "auto" itself.
+os.environ.setdefault(BACKEND_ENV, "torch-cpu")
 
 PEOPLE = ["Abdullah_Gul", "Tony_Blair", "Serena_Williams", "Hu_Jintao", "Laura_Bush"]
 
