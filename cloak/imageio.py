@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +42,40 @@ def _to_rgb8(img: Image.Image) -> np.ndarray:
         rgba = img.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(white, rgba)  # transparent pixels become white, not black
-    return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
+    if img.mode != "RGB":  # convert() to the same mode would copy a full-size image for nothing
+        img = img.convert("RGB")
+    return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
+
+
+@contextmanager
+def _opened(data: bytes, limits: ImageLimits) -> Iterator[Image.Image]:
+    """The image, opened from its header only, within ``limits``; decoding errors inside map to ours."""
+    if not data:
+        raise ImageDecodeError("the image is empty (0 bytes)")
+    if len(data) > limits.max_bytes:
+        raise ImageTooLargeError(f"the image is {len(data)} bytes; the limit is {limits.max_bytes}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                width, height = img.size
+                if width * height > limits.max_pixels:
+                    raise ImageTooLargeError(
+                        f"the image is {width}x{height} pixels; the limit is {limits.max_pixels} pixels"
+                    )
+                yield img
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLargeError(f"the image is too large to decode safely: {exc}") from None
+    except UnidentifiedImageError:
+        raise ImageDecodeError("the data is not an image format we can read (JPEG, PNG, WebP, HEIC...)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageDecodeError(f"the image is corrupt or truncated: {exc}") from None
+
+
+def probe_image(data: bytes, limits: ImageLimits = ImageLimits()) -> tuple[int, int]:
+    """(width, height) read from the header alone, within ``limits``: what decoding would cost, before paying it."""
+    with _opened(data, limits) as img:
+        return img.size
 
 
 def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> np.ndarray:
@@ -49,28 +84,11 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> np.ndarray
     Raises ImageDecodeError for empty/corrupt/non-image data and ImageTooLargeError for
     inputs above ``limits`` (checked before the pixels are decoded).
     """
-    if not data:
-        raise ImageDecodeError("the image is empty (0 bytes)")
-    if len(data) > limits.max_bytes:
-        raise ImageTooLargeError(f"the image is {len(data)} bytes; the limit is {limits.max_bytes}")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            width, height = img.size
-            if width * height > limits.max_pixels:
-                raise ImageTooLargeError(
-                    f"the image is {width}x{height} pixels; the limit is {limits.max_pixels} pixels"
-                )
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            return _to_rgb8(img)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageTooLargeError(f"the image is too large to decode safely: {exc}") from None
-    except UnidentifiedImageError:
-        raise ImageDecodeError("the data is not an image format we can read (JPEG, PNG, WebP, HEIC...)") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageDecodeError(f"the image is corrupt or truncated: {exc}") from None
+    with _opened(data, limits) as img:
+        img.load()
+        # In place: a copy would hold a second full-size image while the first is still alive.
+        ImageOps.exif_transpose(img, in_place=True)
+        return _to_rgb8(img)
 
 
 def read_image(path: str | Path, limits: ImageLimits = ImageLimits()) -> np.ndarray:

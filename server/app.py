@@ -33,6 +33,8 @@ from .service import SERVICE_NAME, EnrollmentServicer, Readiness
 
 log = logging.getLogger("facecloak.server")
 API_VERSION = "facecloak.v1"
+_STOP_SECONDS = 30.0  # after the grace period: how long stopped jobs may take to reach their next iteration
+_SEND_SECONDS = 2.0  # then: how long handlers get to send the status of a stopped job
 
 
 def default_warmup(enroller: Enroller, models: tuple[str, ...]) -> None:
@@ -88,7 +90,8 @@ class FaceCloakServer:
                                 or config.models)
         self.limits = OptionLimits(config.models, config.max_views, config.max_check_views, config.max_iterations,
                                    config.max_masks)
-        self.pool = EnrollPool(None, config.workers, config.queue_depth, self.metrics)  # enroller set by warm-up
+        self.pool = EnrollPool(None, config.workers, config.queue_depth, self.metrics,  # enroller set by warm-up
+                               pixel_budget=config.max_queued_pixels)
         self.auth = ApiKeyAuth(load_api_keys(config.api_keys, config.api_keys_file))
         self.health = health.HealthServicer(experimental_non_blocking=True)
         self._grpc: grpc.Server | None = None
@@ -165,14 +168,22 @@ class FaceCloakServer:
         return self._ready_event.wait(timeout)
 
     def stop(self, grace: float | None = None) -> None:
-        """Graceful: refuse new calls, let in-flight enrollments finish for ``grace`` s, then cancel the rest."""
+        """Graceful: refuse new enrollments, let in-flight ones finish for ``grace`` s, then stop the rest
+        with SHUTTING_DOWN. gRPC keeps serving meanwhile, so health answers NOT_SERVING during the drain
+        (not "connection refused") and every caller gets a documented status, not gRPC's bare one."""
         grace = self.config.grace_seconds if grace is None else grace
-        self.readiness.ready = False
+        self.readiness.ready, self.readiness.draining = False, True
         self.readiness.problem = "the server is shutting down"
         self.health.enter_graceful_shutdown()
         self.metrics.ready.set(0)
+        self.pool.close(wait=False)  # new admissions: SHUTTING_DOWN; the workers finish the queue
+        if not self.pool.wait_idle(grace):
+            self.pool.stop_all("SHUTTING_DOWN")  # each stops at its next PGD iteration
+            self.pool.wait_idle(_STOP_SECONDS)
+        self.readiness.closing = True
         if self._grpc is not None:
-            self._grpc.stop(grace).wait()
+            # Handlers relaying a final status need a moment to send it; anything else is ended now.
+            self._grpc.stop(_SEND_SECONDS).wait()
         self.pool.close(wait=True)
         if self._metrics_http is not None:
             self._metrics_http.shutdown()

@@ -34,6 +34,9 @@ class ServerConfig:
     models: tuple[str, ...] = DEFAULT_SURROGATES  # surrogates loaded at start-up; requests may pick a subset
     max_image_bytes: int = 20 * 1024 * 1024
     max_image_pixels: int = 40_000_000
+    # Decoded pixels all admitted requests (running and waiting) may hold together, read from the image
+    # headers before decoding: 80 M = 240 MB of RGB photos. More answer QUEUE_FULL at once.
+    max_queued_pixels: int = 80_000_000
     max_views: int = 32
     max_check_views: int = 16
     max_iterations: int = 100
@@ -65,13 +68,16 @@ class ServerConfig:
             raise BadOptionError(f"port must be in 0..65535, got {self.port}")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise BadOptionError(f"metrics_port must be in 0..65535, got {self.metrics_port}")
-        for name in ("workers", "max_image_bytes", "max_image_pixels", "max_views", "max_iterations", "max_masks",
-                     "rate_limit_burst"):
+        for name in ("workers", "max_image_bytes", "max_image_pixels", "max_queued_pixels", "max_views",
+                     "max_iterations", "max_masks", "rate_limit_burst"):
             if getattr(self, name) < 1:
                 raise BadOptionError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("queue_depth", "torch_threads", "max_check_views", "rate_limit_per_minute", "grace_seconds"):
             if getattr(self, name) < 0:
                 raise BadOptionError(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.max_queued_pixels < self.max_image_pixels:
+            raise BadOptionError(f"max_queued_pixels ({self.max_queued_pixels}) must hold at least one photo of "
+                                 f"max_image_pixels ({self.max_image_pixels})")
         if self.backend not in BACKENDS:
             raise BadOptionError(f"backend {self.backend!r} is not available in this build; available: {list(BACKENDS)}")
         if not self.models:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 
@@ -27,9 +28,17 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str) -> None:
+    """JSON lines on stderr for our loggers and gRPC's Python loggers; gRPC's C core kept quiet.
+
+    The C core writes plain-text lines straight to stderr, past Python's logging, so they cannot be
+    made JSON: it is silenced unless the operator sets GRPC_VERBOSITY (ERROR, INFO, DEBUG) to debug
+    it. Must run before the first gRPC server or channel starts the core.
+    """
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
-    root = logging.getLogger("facecloak")
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    root.propagate = False
+    for name, threshold in (("facecloak", level.upper()), ("grpc", "WARNING")):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(threshold)
+        logger.propagate = False

@@ -17,7 +17,7 @@ from google.protobuf.message import DecodeError
 from .. import __version__
 from ..apply import Quality
 from ..enroll import EnrollConfig, EnrollResult
-from ..imageio import ImageLimits, decode_image
+from ..imageio import ImageLimits, decode_image, probe_image
 from ..mask import encode_mask
 from ..proto import enrollment_pb2 as pb
 from ..proto.convert import OptionLimits, configs_from_options
@@ -56,6 +56,8 @@ def safe_parser(message_type):
 class Readiness:
     ready: bool = False
     problem: str = "the models are still loading"
+    draining: bool = False  # shutting down: new Enroll calls get SHUTTING_DOWN, in-flight ones may finish
+    closing: bool = False  # the drain is over: a call that ends now was ended by the shutdown
 
 
 def request_id_of(context: grpc.ServicerContext) -> str:
@@ -174,6 +176,8 @@ class EnrollmentServicer:
 
         try:
             key_id = self._authenticate(request, context)
+            if self.readiness.draining:
+                raise ServiceError("SHUTTING_DOWN", "the server is shutting down; retry on another instance")
             if not self.readiness.ready:
                 raise ServiceError("MODELS_NOT_READY", f"not ready: {self.readiness.problem}")
             self.limiter.acquire(key_id or peer_host(context.peer()))
@@ -185,7 +189,7 @@ class EnrollmentServicer:
             del outcome  # the masks now live only in the response
         except GeneratorExit:  # gRPC dropped the stream: the client went away while we were sending
             if job is not None:
-                end_early(job, _early_end_reason(context))
+                end_early(job, self._early_end_reason(context))
             raise
         except ServiceError as err:
             error = err
@@ -202,30 +206,29 @@ class EnrollmentServicer:
 
     def _admit(self, request: pb.EnrollRequest, configs: list[EnrollConfig], request_id: str,
                context: grpc.ServicerContext, end_early: Callable[[Job, str], None]) -> Job:
-        """Reserve a queue slot, decode the photo, drop the upload bytes, hand the job to a worker.
+        """Admit by the photo's decoded size (read from its header), decode it, drop the upload bytes,
+        hand the job to a worker.
 
         ``end_early(job, reason)`` runs if the call ends (cancel, deadline) while the job may still run.
         """
-        ahead = self.pool.reserve()
+        width, height = probe_image(request.image, self.image_limits)
+        ticket = self.pool.reserve(width * height)
         try:
             photo = decode_image(request.image, self.image_limits)
             request.ClearField("image")  # the compressed upload is not needed any more
             remaining = context.time_remaining()
             deadline = None if remaining is None else time.monotonic() + remaining
-            job = Job(request_id, configs, photo, deadline=deadline, ahead=ahead)
+            job = Job(request_id, configs, photo, deadline=deadline, ticket=ticket)
             del photo
 
             def ended() -> None:
-                end_early(job, _early_end_reason(context))
+                end_early(job, self._early_end_reason(context))
 
             if not context.add_callback(ended):
                 ended()  # the call already ended: gRPC will never run the callback
             self.pool.submit(job)
-        except RuntimeError:  # the executor refused: we are shutting down
-            self.pool.release()
-            raise ServiceError("SHUTTING_DOWN", "the server is shutting down; retry on another instance") from None
         except BaseException:
-            self.pool.release()
+            self.pool.release(ticket)
             raise
         return job
 
@@ -242,6 +245,10 @@ class EnrollmentServicer:
                 return event
             else:
                 raise event
+
+    def _early_end_reason(self, context: grpc.ServicerContext) -> str:
+        """Why a call ended before its handler did: SHUTTING_DOWN once the drain is over, else by its deadline."""
+        return "SHUTTING_DOWN" if self.readiness.closing else _early_end_reason(context)
 
 
 def _early_end_reason(context: grpc.ServicerContext) -> str:

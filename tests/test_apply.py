@@ -94,3 +94,47 @@ def test_ssim_over_the_changed_region_is_skimages_whole_photo_figure(where):
     reference = structural_similarity(clean, cloaked, channel_axis=2, data_range=255, gaussian_weights=True, sigma=1.5,
                                       use_sample_covariance=False)
     assert ssim(clean, cloaked) == pytest.approx(reference, abs=1e-12)
+
+
+@pytest.mark.parametrize("where", ["centre", "edges", "everywhere"])
+def test_strip_by_strip_quality_is_the_whole_photo_figure(where, monkeypatch):
+    """SSIM and PSNR of a large photo are computed a strip of rows at a time: the figures must not change."""
+    from facecloak.apply import quality
+
+    rng = np.random.default_rng(5)
+    clean = rng.integers(0, 256, (97, 61, 3), dtype=np.uint8)
+    cloaked = clean.copy()
+    if where == "centre":
+        cloaked[30:70, 10:50] = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    elif where == "edges":
+        cloaked[:2], cloaked[-1, -3:] = 0, 255
+    else:
+        cloaked = rng.integers(0, 256, clean.shape, dtype=np.uint8)
+    whole_ssim, whole_psnr = quality.ssim(clean, cloaked), quality.psnr(clean, cloaked)
+    monkeypatch.setattr(quality, "_STRIP_VALUES", 400)  # strips of a couple of rows
+    assert quality.ssim(clean, cloaked) == pytest.approx(whole_ssim, abs=1e-12)
+    assert quality.psnr(clean, cloaked) == pytest.approx(whole_psnr, abs=1e-12)
+    reference = 10 * np.log10(255**2 / np.mean((clean.astype(np.float64) - cloaked) ** 2))
+    assert whole_psnr == pytest.approx(reference, rel=1e-12)
+
+
+def test_cloaking_and_measuring_a_large_photo_needs_bounded_memory():
+    """A 12 Mpx photo whose face fills a third of it: the apply + quality path keeps a few photo-sized
+    arrays, not float64 copies of the whole photo (which took GBs at 36 Mpx)."""
+    import tracemalloc
+
+    from facecloak.apply import add_and_clip, measure_quality
+
+    rng = np.random.default_rng(0)
+    clean = rng.integers(0, 256, (3000, 4000, 3), dtype=np.uint8)
+    roi = (1000, 500, 3000, 2500)  # a 2000 x 2000 face
+    delta = rng.uniform(-8 / 255, 8 / 255, (2000, 2000, 3)).astype(np.float32)
+    tracemalloc.start()
+    try:
+        cloaked = add_and_clip(clean, delta, roi)
+        quality = measure_quality(clean, cloaked, (1100, 600, 1800, 1800))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert 0.5 < quality.ssim < 1 and quality.flip_mean > 0
+    assert peak < 4 * clean.nbytes, f"peak {peak / 2**20:.0f} MiB for a {clean.nbytes / 2**20:.0f} MiB photo"

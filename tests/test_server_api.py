@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -103,7 +105,24 @@ def test_console_script_serves_and_stops_on_sigterm():
         assert proc.wait(60) == 0
         logs = proc.stderr.read()
         assert '"msg": "ready"' in logs and '"msg": "stopped"' in logs
+        assert all(json.loads(line) for line in logs.splitlines())  # JSON lines only, gRPC's included
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_grpc_core_lines_never_break_the_json_log():
+    """gRPC's C core prints plain text to stderr (here: a port already taken); the server's stderr stays
+    JSON lines, apart from the command's one documented error line."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = {k: v for k, v in os.environ.items() if k != "GRPC_VERBOSITY"}
+        done = subprocess.run([str(Path(sys.executable).with_name("facecloak-server")), "--port",
+                               str(taken.getsockname()[1]), "--models", "sface"],
+                              capture_output=True, text=True, timeout=120, env=env)
+    *lines, last = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and last.startswith("facecloak-server: error [START_FAILED]")
+    for line in lines:
+        json.loads(line)

@@ -25,7 +25,7 @@ from facecloak.server.config import ServerConfig
 READY_TIMEOUT = 300  # the first start on a fresh machine builds the anchor gallery (~35 s, more under load)
 # Cheapest real enrollment: one surrogate, one view, one PGD iteration, no self-check.
 TINY = EnrollConfig(surrogates=("sface",), views=1, check_views=0, pgd=PGDConfig(iterations=1))
-# Long enough to be cancelled mid-way (each iteration reports progress, so stopping is quick).
+# Long enough to be cancelled mid-way: a worker that ignored a stop would run ~100 more iterations, not 1 or 2.
 LONG = replace(TINY, pgd=PGDConfig(iterations=100))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 import time
@@ -10,14 +11,16 @@ from dataclasses import replace
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from PIL import Image
 
 from facecloak.enroll import Enroller
 from facecloak.errors import AssetMissingError
 from facecloak.optimise import PGDConfig
 from facecloak.server.app import default_warmup
-from facecloak.server.errors import ServiceError
+from facecloak.server.errors import REASON_KEY, ServiceError
 from facecloak.server.service import _early_end_reason
-from .test_server_helpers import LONG, TINY, client_for, lfw_bytes, options, remote_error, running_server, wait_until
+from .test_server_helpers import (LONG, TINY, client_for, lfw_bytes, lfw_path, options, remote_error, running_server,
+                                  wait_until)
 
 PHOTO = lfw_bytes("Tony_Blair", 1)
 
@@ -28,16 +31,41 @@ def health_status(server) -> int:
         return stub.Check(health_pb2.HealthCheckRequest(service="facecloak.v1.EnrollmentService"), timeout=5).status
 
 
-def health_down(server) -> bool:
-    """During a drain the health service reports NOT_SERVING (or the port already refuses new calls)."""
-    try:
-        return health_status(server) == health_pb2.HealthCheckResponse.NOT_SERVING
-    except grpc.RpcError as err:
-        return err.code() == grpc.StatusCode.UNAVAILABLE
+class WatchedEnroller(Enroller):
+    """A real enroller that records when its worker finishes each PGD iteration (the worker's own view, not
+    the RPC's), and with ``pause`` holds the worker at its first iteration until the test lets it go on."""
+
+    def __init__(self, pause: bool = False) -> None:
+        super().__init__()
+        self.iterations: list[float] = []  # time.monotonic() of each finished iteration
+        self.paused, self.resume = threading.Event(), threading.Event()
+        if not pause:
+            self.resume.set()
+
+    def enroll(self, photo, config, progress=None):
+        def hook(stage, fraction):
+            if stage == "optimise":
+                self.iterations.append(time.monotonic())
+                if not self.paused.is_set():
+                    self.paused.set()
+                    assert self.resume.wait(60)
+            progress(stage, fraction)  # the pool's check: raises once the job is stopped
+
+        return super().enroll(photo, config, progress=hook)
+
+    def after(self, moment: float) -> int:
+        return sum(t > moment for t in self.iterations)
 
 
 def cancelled(server) -> float:
     return server.metrics.value("facecloak_errors_total", {"reason": "CANCELLED"})
+
+
+def stream_error(call) -> tuple[grpc.StatusCode, str | None]:
+    """The status code and facecloak reason a raw Enroll stream ends with."""
+    with pytest.raises(grpc.RpcError) as info:
+        list(call)
+    return info.value.code(), dict(info.value.trailing_metadata() or ()).get(REASON_KEY)
 
 
 def first_event(call, stage: str):
@@ -94,22 +122,87 @@ def test_full_queue_answers_at_once_and_cancelled_calls_free_their_slots():
         assert client.enroll(PHOTO, options()).masks  # the worker is free again
 
 
-def test_cancellation_stops_the_work_between_iterations():
-    with running_server() as server, client_for(server) as client:
+def test_cancel_or_deadline_of_a_waiting_call_frees_its_slot_at_once():
+    """workers 1, queue depth 2: the worker is held; a waiting call that is cancelled, or whose deadline
+    passes, gives its slot back now, not when the worker would reach it."""
+    enroller = WatchedEnroller(pause=True)
+    with running_server(enroller=enroller, workers=1, queue_depth=2) as server, client_for(server) as client:
+        running = client.start_enroll(PHOTO, options(TINY))
+        assert enroller.paused.wait(60)
+        waiting = client.start_enroll(PHOTO, options(TINY))
+        first_event(waiting, "queued")
+        expiring = client.start_enroll(PHOTO, options(TINY), timeout=3.0)
+        first_event(expiring, "queued")
+        assert remote_error(client.enroll, PHOTO, options()).reason == "QUEUE_FULL"
+        waiting.cancel()
+        wait_until(lambda: server.pool.admitted == 2, timeout=5, what="the cancelled call's slot")
+        replacement = client.start_enroll(PHOTO, options(TINY))
+        assert first_event(replacement, "queued").progress.queue_position == 1
+        assert stream_error(expiring)[0] == grpc.StatusCode.DEADLINE_EXCEEDED
+        wait_until(lambda: server.pool.admitted == 2, timeout=5, what="the expired call's slot")
+        late = client.start_enroll(PHOTO, options(TINY))
+        assert first_event(late, "queued").progress.queue_position == 1
+        assert server.pool.running == 1 and len(enroller.iterations) == 1  # the worker never moved
+        enroller.resume.set()
+        for call in (running, replacement, late):
+            assert [r for r in call if r.HasField("result")]
+        wait_until(lambda: server.pool.admitted == 0 and server.pool.pixels == 0, what="every slot and pixel back")
+        assert cancelled(server) == 1
+        assert server.metrics.value("facecloak_errors_total", {"reason": "DEADLINE_EXCEEDED"}) == 1
+
+
+def jpeg_of_size(width: int, height: int) -> bytes:
+    """A real face scaled to ``width`` x ``height`` (a few hundred KB, many decoded pixels)."""
+    buf = io.BytesIO()
+    Image.open(lfw_path("Tony_Blair", 1)).resize((width, height)).save(buf, format="JPEG", quality=80)
+    return buf.getvalue()
+
+
+def test_admission_counts_decoded_pixels_not_only_bytes():
+    """The photos the queue holds are bounded by their decoded size, read from the header before decoding."""
+    enroller = WatchedEnroller(pause=True)
+    with running_server(enroller=enroller, workers=1, queue_depth=4, max_image_pixels=1_000_000,
+                        max_queued_pixels=1_500_000) as server, client_for(server) as client:
+        big = jpeg_of_size(1000, 1000)
+        running = client.start_enroll(big, options(TINY))
+        assert enroller.paused.wait(60) and server.pool.pixels == 1_000_000
+        err = remote_error(client.enroll, jpeg_of_size(900, 900), options())  # 1.81 M > 1.5 M: refused, slots free
+        assert (err.reason, err.details) == ("QUEUE_FULL", {"pixel_budget": "1500000"})
+        small = client.start_enroll(jpeg_of_size(500, 500), options(TINY))
+        assert first_event(small, "queued") and server.pool.pixels == 1_250_000
+        enroller.resume.set()
+        for call in (running, small):
+            assert [r for r in call if r.HasField("result")]
+        wait_until(lambda: server.pool.pixels == 0 and server.pool.admitted == 0, what="the pixels to be given back")
+
+
+def test_cancellation_stops_the_work_at_the_next_iteration():
+    enroller = WatchedEnroller()
+    with running_server(enroller=enroller) as server, client_for(server) as client:
         call = client.start_enroll(PHOTO, options(LONG))
         first_event(call, "optimise")
+        first_event(call, "optimise")
+        cancelled_at = time.monotonic()
         call.cancel()
         wait_until(lambda: server.pool.running == 0, timeout=15, what="the worker to stop")
+        assert enroller.after(cancelled_at) <= 2, f"{enroller.after(cancelled_at)} iterations ran after the cancel"
+        assert len(enroller.iterations) < LONG.pgd.iterations
         assert server.metrics.value("facecloak_enrollments_running") == 0
         wait_until(lambda: cancelled(server) == 1, what="the cancellation to be counted")
 
 
-def test_deadline_stops_the_work():
-    with running_server() as server, client_for(server) as client:
+def test_deadline_stops_the_work_at_the_next_iteration():
+    enroller = WatchedEnroller()
+    with running_server(enroller=enroller) as server, client_for(server) as client:
         start = time.monotonic()
-        err = remote_error(client.enroll, PHOTO, options(LONG), timeout=2.0)
+        err = remote_error(client.enroll, PHOTO, options(LONG), timeout=3.0)
         assert err.code == grpc.StatusCode.DEADLINE_EXCEEDED and time.monotonic() - start < 10
         wait_until(lambda: server.pool.running == 0, timeout=15, what="the worker to stop")
+        assert enroller.iterations, "the deadline passed before PGD began: nothing was measured"
+        # The server's copy of the deadline starts when the headers arrive: a few ms after ours.
+        late = enroller.after(start + 3.0 + 0.05)
+        assert late <= 2, f"{late} iterations ran after the deadline"
+        assert len(enroller.iterations) < LONG.pgd.iterations
         wait_until(lambda: server.metrics.value("facecloak_errors_total", {"reason": "DEADLINE_EXCEEDED"}) == 1,
                    what="the deadline to be counted")
         time.sleep(1.0)  # the worker's own error event arrives after the call ended: it must not count again
@@ -128,32 +221,19 @@ def test_a_cancel_at_the_deadline_counts_as_the_deadline(remaining, reason):
     assert _early_end_reason(EndedCall()) == reason
 
 
-class PausingEnroller(Enroller):
-    """A real enroller that pauses at the first PGD iteration until the test lets it go on."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.paused, self.resume = threading.Event(), threading.Event()
-
-    def enroll(self, photo, config, progress=None):
-        def hook(stage, fraction):
-            if stage == "optimise" and not self.paused.is_set():
-                self.paused.set()
-                assert self.resume.wait(60)
-            progress(stage, fraction)
-
-        return super().enroll(photo, config, progress=hook)
-
-
 def test_graceful_shutdown_drains_in_flight_work():
-    enroller = PausingEnroller()
+    enroller = WatchedEnroller(pause=True)
     with running_server(enroller=enroller) as server, client_for(server) as client:
         call = client.start_enroll(PHOTO, options(replace(TINY, pgd=PGDConfig(iterations=2))))
         assert enroller.paused.wait(60)
         stopper = threading.Thread(target=server.stop, args=(120,))
         stopper.start()
         wait_until(lambda: not server.readiness.ready, what="shutdown to begin")
-        assert server.pool.running == 1 and health_down(server)
+        # Draining: the port still answers; health says NOT_SERVING, new work gets SHUTTING_DOWN.
+        assert server.pool.running == 1
+        assert health_status(server) == health_pb2.HealthCheckResponse.NOT_SERVING
+        refused = remote_error(client.enroll, PHOTO, options(), timeout=5)
+        assert (refused.reason, refused.code) == ("SHUTTING_DOWN", grpc.StatusCode.UNAVAILABLE)
         enroller.resume.set()
         result = [r for r in call if r.HasField("result")]
         assert len(result) == 1 and result[0].result.masks[0].fcmask.startswith(b"FCMK")
@@ -164,15 +244,23 @@ def test_graceful_shutdown_drains_in_flight_work():
             server.pool.reserve()
 
 
-def test_shutdown_grace_expiry_cancels_long_work():
-    with running_server() as server, client_for(server) as client:
-        call = client.start_enroll(PHOTO, options(LONG))
-        first_event(call, "optimise")
+def test_shutdown_grace_expiry_stops_long_work_with_a_documented_status(caplog):
+    enroller = WatchedEnroller()
+    with running_server(enroller=enroller) as server, client_for(server) as client:
+        running = client.start_enroll(PHOTO, options(LONG))
+        first_event(running, "optimise")
+        waiting = client.start_enroll(PHOTO, options(LONG))
+        first_event(waiting, "queued")
         start = time.monotonic()
-        server.stop(0.5)
-        assert time.monotonic() - start < 30  # the worker stopped at its next iteration, not after 100
-        with pytest.raises(grpc.RpcError):
-            list(call)
+        with caplog.at_level(logging.INFO, logger="facecloak.server"):
+            server.stop(0.5)
+        assert time.monotonic() - start < 30
+        assert len(enroller.iterations) < LONG.pgd.iterations  # the worker stopped at its next iteration
+        for call in (running, waiting):
+            assert stream_error(call) == (grpc.StatusCode.UNAVAILABLE, "SHUTTING_DOWN")
+    finished = [r for r in caplog.records if r.getMessage() == "rpc finished" and getattr(r, "method", "") == "Enroll"]
+    assert [r.reason for r in finished] == ["SHUTTING_DOWN", "SHUTTING_DOWN"]
+    assert server.metrics.value("facecloak_errors_total", {"reason": "SHUTTING_DOWN"}) == 2 and cancelled(server) == 0
 
 
 class BrokenEnroller(Enroller):

@@ -50,8 +50,17 @@ class Quality:
                 f"{100 * self.flip_visible:.1f}% of pixels > {FLIP_VISIBLE:g}, SSIM {self.face_ssim:.4f}")
 
 
+_STRIP_VALUES = 1 << 20  # PSNR sums a strip of rows of about this many values at a time: MBs, not GBs, at 36 Mpx
+
+
 def psnr(clean: np.ndarray, cloaked: np.ndarray) -> float:
-    mse = float(np.mean((clean.astype(np.float64) - cloaked.astype(np.float64)) ** 2))
+    """PSNR in dB of two uint8 images (inf if identical); the squared errors are summed exactly, strip by strip."""
+    rows = max(1, _STRIP_VALUES // max(1, clean[0].size))
+    total = 0
+    for y in range(0, clean.shape[0], rows):
+        diff = clean[y : y + rows].astype(np.int64) - cloaked[y : y + rows]
+        total += int((diff * diff).sum())
+    mse = total / clean.size
     return float("inf") if mse == 0 else float(10.0 * np.log10(255.0**2 / mse))
 
 
@@ -77,12 +86,18 @@ def ssim(clean: np.ndarray, cloaked: np.ndarray) -> float:
     if y0 >= y1 or x0 >= x1:
         return 1.0
     # ... depend on pixels within r of them; beyond that the window's reflected border does not reach them.
-    wy0, wy1, wx0, wx1 = max(y0 - r, 0), min(y1 + r, h), max(x0 - r, 0), min(x1 + r, w)
-    window = _ssim(clean[wy0:wy1, wx0:wx1], cloaked[wy0:wy1, wx0:wx1], full=True)[1]
-    used = window[y0 - wy0 : y1 - wy0, x0 - wx0 : x1 - wx0]
+    # By the same token the region is computed a strip of rows at a time (each with r rows of context
+    # either side): skimage's float64 maps of a large face would otherwise take GBs.
+    wx0, wx1 = max(x0 - r, 0), min(x1 + r, w)
+    rows = max(1, _STRIP_VALUES // ((wx1 - wx0) * clean.shape[2]))
+    total = 0.0
+    for top in range(y0, y1, rows):
+        bottom = min(top + rows, y1)  # y0 >= r and y1 <= h - r: the context rows always exist
+        window = _ssim(clean[top - r : bottom + r, wx0:wx1], cloaked[top - r : bottom + r, wx0:wx1], full=True)[1]
+        total += window[r : r + bottom - top, x0 - wx0 : x1 - wx0].sum(dtype=np.float64)
     counted = (h - 2 * r) * (w - 2 * r)
-    ones = counted - used.shape[0] * used.shape[1]
-    return float((used.sum(dtype=np.float64) / used.shape[2] + ones) / counted)  # mean over pixels, then channels
+    ones = counted - (y1 - y0) * (x1 - x0)
+    return float((total / clean.shape[2] + ones) / counted)  # mean over pixels, then channels
 
 
 def face_region(box: Box, shape: tuple[int, ...], margin: float = FACE_MARGIN) -> tuple[int, int, int, int] | None:

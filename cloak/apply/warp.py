@@ -37,12 +37,20 @@ def warp_mask_to_photo(mask: Mask, landmarks: np.ndarray, shape: tuple[int, int]
     return warped, roi
 
 
+_STRIP_VALUES = 1 << 20  # rows of about this many values at a time: a 36 Mpx photo's face costs MBs of temporaries
+
+
 def add_and_clip(photo: np.ndarray, delta: np.ndarray, roi: tuple[int, int, int, int]) -> np.ndarray:
     """photo (uint8) + delta (0..1 scale) on ``roi``, clipped to the valid range; returns a new array."""
     x0, y0, x1, y1 = roi
     out = photo.copy()
-    region = out[y0:y1, x0:x1].astype(np.float32) + delta * 255.0
-    out[y0:y1, x0:x1] = np.clip(np.round(region), 0, 255).astype(np.uint8)
+    rows = max(1, _STRIP_VALUES // max(1, delta[0].size))
+    for top in range(0, y1 - y0, rows):
+        bottom = min(top + rows, y1 - y0)
+        strip = out[y0 + top : y0 + bottom, x0:x1]
+        region = strip.astype(np.float32)
+        region += delta[top:bottom] * 255.0
+        strip[...] = np.clip(np.round(region, out=region), 0, 255, out=region)
     return out
 
 
