@@ -177,7 +177,7 @@ class ModelInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., input_size: _Optional[int] = ..., embedding_dim: _Optional[int] = ..., match_threshold: _Optional[float] = ..., file: _Optional[str] = ..., sha256: _Optional[str] = ..., backend: _Optional[str] = ...) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_image_bytes", "max_image_pixels", "max_message_bytes", "max_views", "max_check_views", "max_iterations", "max_masks", "workers", "queue_depth", "rate_limit_per_minute")
+    __slots__ = ("max_image_bytes", "max_image_pixels", "max_message_bytes", "max_views", "max_check_views", "max_iterations", "max_masks", "workers", "queue_depth", "rate_limit_per_minute", "max_queued_pixels")
     MAX_IMAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_IMAGE_PIXELS_FIELD_NUMBER: _ClassVar[int]
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -188,6 +188,7 @@ class Limits(_message.Message):
     WORKERS_FIELD_NUMBER: _ClassVar[int]
     QUEUE_DEPTH_FIELD_NUMBER: _ClassVar[int]
     RATE_LIMIT_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    MAX_QUEUED_PIXELS_FIELD_NUMBER: _ClassVar[int]
     max_image_bytes: int
     max_image_pixels: int
     max_message_bytes: int
@@ -198,7 +199,8 @@ class Limits(_message.Message):
     workers: int
     queue_depth: int
     rate_limit_per_minute: float
-    def __init__(self, max_image_bytes: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., max_views: _Optional[int] = ..., max_check_views: _Optional[int] = ..., max_iterations: _Optional[int] = ..., max_masks: _Optional[int] = ..., workers: _Optional[int] = ..., queue_depth: _Optional[int] = ..., rate_limit_per_minute: _Optional[float] = ...) -> None: ...
+    max_queued_pixels: int
+    def __init__(self, max_image_bytes: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., max_views: _Optional[int] = ..., max_check_views: _Optional[int] = ..., max_iterations: _Optional[int] = ..., max_masks: _Optional[int] = ..., workers: _Optional[int] = ..., queue_depth: _Optional[int] = ..., rate_limit_per_minute: _Optional[float] = ..., max_queued_pixels: _Optional[int] = ...) -> None: ...
 
 class EnrollDefaults(_message.Message):
     __slots__ = ("eps", "eps_focus", "iterations", "views", "check_views", "surrogates", "seed")
@@ -219,7 +221,7 @@ class EnrollDefaults(_message.Message):
     def __init__(self, eps: _Optional[float] = ..., eps_focus: _Optional[float] = ..., iterations: _Optional[int] = ..., views: _Optional[int] = ..., check_views: _Optional[int] = ..., surrogates: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class DescribeResponse(_message.Message):
-    __slots__ = ("server_version", "api_version", "ready", "backend", "view_generator", "models", "limits", "defaults", "versions", "auth_required")
+    __slots__ = ("server_version", "api_version", "ready", "backend", "view_generator", "models", "limits", "defaults", "versions", "auth_required", "notes")
     class VersionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -237,6 +239,7 @@ class DescribeResponse(_message.Message):
     DEFAULTS_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
     AUTH_REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
     server_version: str
     api_version: str
     ready: bool
@@ -247,7 +250,8 @@ class DescribeResponse(_message.Message):
     defaults: EnrollDefaults
     versions: _containers.ScalarMap[str, str]
     auth_required: bool
-    def __init__(self, server_version: _Optional[str] = ..., api_version: _Optional[str] = ..., ready: _Optional[bool] = ..., backend: _Optional[str] = ..., view_generator: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., defaults: _Optional[_Union[EnrollDefaults, _Mapping]] = ..., versions: _Optional[_Mapping[str, str]] = ..., auth_required: _Optional[bool] = ...) -> None: ...
+    notes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, server_version: _Optional[str] = ..., api_version: _Optional[str] = ..., ready: _Optional[bool] = ..., backend: _Optional[str] = ..., view_generator: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., defaults: _Optional[_Union[EnrollDefaults, _Mapping]] = ..., versions: _Optional[_Mapping[str, str]] = ..., auth_required: _Optional[bool] = ..., notes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ErrorInfo(_message.Message):
     __slots__ = ("reason", "domain", "metadata")

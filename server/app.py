@@ -86,6 +86,7 @@ class FaceCloakServer:
         self._manifest: list[pb.ModelInfo] = []
         self.active_backend = config.backend  # what actually serves, known after warm-up (fallbacks)
         self.view_generator = "augment"
+        self.notes: list[str] = []  # why these views and this backend (choices, fallbacks): for Describe
         self.defaults = replace(EnrollConfig(), surrogates=tuple(m for m in EnrollConfig().surrogates if m in config.models)
                                 or config.models)
         self.limits = OptionLimits(config.models, config.max_views, config.max_check_views, config.max_iterations,
@@ -144,6 +145,7 @@ class FaceCloakServer:
                             surrogates=self.defaults.surrogates, views=self.defaults.views, pgd=self.defaults.pgd)
         assembled = build_enroller(spec)
         self.view_generator, self.active_backend = assembled.view_backend, assembled.backend
+        self.notes = list(assembled.notes)
         log.info("view backend", extra={"choice": assembled.notes[0]})
         return assembled.enroller
 
@@ -208,11 +210,13 @@ class FaceCloakServer:
         return pb.DescribeResponse(
             server_version=__version__, api_version=API_VERSION, ready=self.readiness.ready, backend=self.active_backend,
             view_generator=self.view_generator, models=self._manifest, auth_required=self.auth.enabled, versions=_versions(),
+            notes=self.notes,
             limits=pb.Limits(
                 max_image_bytes=cfg.max_image_bytes, max_image_pixels=cfg.max_image_pixels,
                 max_message_bytes=cfg.max_message_bytes, max_views=cfg.max_views, max_check_views=cfg.max_check_views,
                 max_iterations=cfg.max_iterations, max_masks=cfg.max_masks, workers=cfg.workers,
-                queue_depth=cfg.queue_depth, rate_limit_per_minute=cfg.rate_limit_per_minute),
+                queue_depth=cfg.queue_depth, rate_limit_per_minute=cfg.rate_limit_per_minute,
+                max_queued_pixels=cfg.max_queued_pixels),
             defaults=pb.EnrollDefaults(
                 eps=d.budget.eps * 255, eps_focus=d.budget.eps_focus * 255, iterations=d.pgd.iterations, views=d.views,
                 check_views=d.check_views, surrogates=list(d.surrogates), seed=d.seed),

@@ -67,6 +67,10 @@ def test_server_serves_on_onnx_runtime_and_equals_local_engine_enrollment(build:
 
 def test_server_falls_back_to_pytorch_when_no_engine_fits(tmp_path: Path) -> None:
     with running_server(backend="tensorrt", engine_dir=str(tmp_path)) as server, client_for(server) as client:
-        assert client.describe().backend == "torch-cpu"
+        info = client.describe()
+        assert info.backend == "torch-cpu"
+        # Describe says why: every runtime of the chain was refused, with its own reason.
+        assert "using torch-cpu" in info.notes[-1] and all(f"{kind}:" in info.notes[-1]
+                                                           for kind in ("tensorrt", "ort-cuda", "ort-cpu"))
         reply = client.enroll(lfw_bytes("Hu_Jintao", 1), options(replace(CONFIG, views=1)))
     assert decode_mask(reply.masks[0]).models == ("sface",)
