@@ -79,3 +79,47 @@ def test_surrogate_balancing_equalises_each_models_pull(aligned):
 
     assert step(False) > 0.99  # unbalanced: the loud model's gradient is the whole step
     assert step(True) < 0.9  # balanced: the quiet model moves a real share of the pixels
+
+
+def _luma_chroma(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    luma = x.mean(axis=0, keepdims=True)
+    return luma, x - luma
+
+
+@pytest.mark.parametrize("ratio", [0.0, 0.25, 0.5])
+def test_colour_project_holds_chroma_to_its_share_of_the_budget(ratio):
+    """Luminance first: the grey part keeps the full budget, the chroma part at most ``ratio`` of it."""
+    from facecloak.optimise.torch_step import colour_project
+
+    gen = torch.Generator().manual_seed(0)
+    bound = torch.rand(1, 16, 16, generator=gen).mul(32 / 255).expand(3, -1, -1)
+    x = (torch.rand(3, 16, 16, generator=gen) * 2 - 1) * 3 * bound  # far outside the budget
+    out = colour_project(x, bound, ratio).numpy()
+    b = bound[0].numpy()
+    assert (np.abs(out) <= b + 1e-7).all()  # still the per-pixel L-inf budget on every channel
+    luma, chroma = _luma_chroma(out)
+    assert (np.abs(chroma).max(axis=0) <= ratio * b + 1e-7).all()
+    if ratio == 0:
+        assert np.allclose(out, out[:1], atol=1e-7)  # grey only
+    else:
+        assert np.abs(chroma).max() > 0.5 * ratio * b.max()  # chroma is reduced, not dropped
+    assert np.abs(luma).max() > 0.9 * b.max()  # luma keeps the whole budget
+    small = x * 0.01  # inside both budgets already: untouched
+    if ratio > 0:
+        assert np.allclose(colour_project(small, bound, ratio).numpy(), small.numpy(), atol=1e-8)
+    # ratio 1 is the plain per-channel clip (today's behaviour)
+    assert torch.equal(colour_project(x, bound, 1.0), torch.maximum(torch.minimum(x, bound), -bound))
+
+
+def test_pgd_with_reduced_chroma_keeps_it_in_budget(aligned):
+    """The loop's result (what the mask carries) respects the chroma share, with attention on too."""
+    crop, lms = aligned
+    views = torch.from_numpy(crop).permute(2, 0, 1)[None].float().div(255).repeat(2, 1, 1, 1)
+    budget = Budget.of_face(crop, lms, BudgetConfig())
+    for attention in (False, True):
+        cfg = PGDConfig(iterations=2, chroma_ratio=0.25, attention=attention)
+        result = run_pgd(TorchStepper(_targets(views), cfg), views.numpy(), budget, cfg, seed=1)
+        _, chroma = _luma_chroma(result.delta)
+        assert (np.abs(result.delta) <= budget.map + 1e-7).all()
+        assert (np.abs(chroma).max(axis=0) <= 0.25 * budget.map + 1e-6).all()
+        assert np.abs(result.delta).max() > 16 / 255  # the focus budget is still used (by luma)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from ..errors import BadOptionError
 
 # The constants an exported step graph bakes in; a loop run with other values needs another graph.
-BAKED_FIELDS = ("momentum", "attention", "attention_lr", "self_weight", "grad_sigma", "balance_surrogates")
+BAKED_FIELDS = ("momentum", "attention", "attention_lr", "self_weight", "grad_sigma", "balance_surrogates", "chroma_ratio")
 MIN_DOWN_SIZE = 8  # the diversity down-sampling never goes below 8 px
 
 
@@ -36,12 +36,20 @@ class PGDConfig:
     # magnitude before they are averaged, so a model with an easy (large) gradient cannot drown the
     # others. Off: the ensemble loss is averaged first and differentiated once.
     balance_surrogates: bool = False
+    # Luminance first (issue 13): the per-pixel delta is split into its achromatic part (the mean of
+    # R, G, B: the same grey shift on every channel) and the chroma residual (zero-sum over channels).
+    # The luma part keeps the full per-pixel budget; the chroma part is held to ``chroma_ratio`` of it
+    # (and to what the luma leaves), so the RGB delta still respects the L-inf budget. 1.0 is the
+    # plain per-channel clip (independent RGB noise); 0.0 is a grey-only perturbation.
+    chroma_ratio: float = 1.0
 
     def validate(self) -> None:
         if not 1 <= self.iterations <= 1000:
             raise BadOptionError(f"iterations must be in 1..1000, got {self.iterations}")
         if not 0 < self.step <= 1:
             raise BadOptionError(f"step must be in (0, 1], got {self.step}")
+        if not 0 <= self.chroma_ratio <= 1:
+            raise BadOptionError(f"chroma_ratio must be in [0, 1], got {self.chroma_ratio}")
 
     def baked(self) -> tuple[tuple[str, float], ...]:
         """(field, value) pairs of the constants a step graph is specialised to."""

@@ -70,6 +70,26 @@ def clip_to_budget(x: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
     return torch.maximum(torch.minimum(x, bound), -bound)
 
 
+def colour_project(x: torch.Tensor, bound: torch.Tensor, chroma_ratio: float) -> torch.Tensor:
+    """Project a (3, S, S) RGB delta onto the luminance-first budget (``PGDConfig.chroma_ratio``).
+
+    ``x`` splits into luma ``y`` (the channel mean: an achromatic grey shift) and chroma ``c = x - y``
+    (zero-sum over R, G, B: the opponent axes R-G and (R+G)/2-B span it). ``y`` is clipped to the
+    pixel budget ``b``; ``c`` is scaled (not clipped, so it stays pure chroma) until its largest
+    channel is at most ``min(chroma_ratio * b, b - |y|)``, hence ``|y + c| <= b`` on every channel.
+    ``chroma_ratio >= 1`` is today's independent per-channel clip. Pure tensor ops (traceable).
+    """
+    if chroma_ratio >= 1:
+        return clip_to_budget(x, bound)
+    b = bound.amin(dim=0, keepdim=True)
+    luma = clip_to_budget(x.mean(dim=0, keepdim=True), b)
+    chroma = x - x.mean(dim=0, keepdim=True)
+    room = torch.minimum(b * chroma_ratio, b - luma.abs())
+    peak = chroma.abs().amax(dim=0, keepdim=True)
+    chroma = chroma * torch.minimum(room / peak.clamp_min(1e-12), torch.ones_like(peak))
+    return clip_to_budget(luma + chroma, bound)  # a no-op up to rounding
+
+
 def pgd_step(
     state: StepState, views: torch.Tensor, bound: torch.Tensor, steps: torch.Tensor,
     targets: Sequence[SurrogateTarget], cfg: PGDConfig, theta: torch.Tensor, down_size: int,
@@ -94,7 +114,7 @@ def pgd_step(
         grad = smooth_gradient(grads[0], cfg.grad_sigma)
         grad = grad / grad.abs().mean().clamp_min(1e-12)
         velocity = cfg.momentum * state.velocity + grad
-        new_delta = clip_to_budget(delta - steps * velocity.sign(), bound)
+        new_delta = colour_project(delta - steps * velocity.sign(), bound, cfg.chroma_ratio)
         new_alpha = (alpha - cfg.attention_lr * _standardise(grads[1])).clamp(0, 1) if cfg.attention else alpha
     return StepState(new_delta, new_alpha.detach(), velocity), loss.detach()
 
