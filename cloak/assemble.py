@@ -109,14 +109,11 @@ def prepare_aot(spec: EnrollerSpec, say: Say) -> Path:
     folder = aot_folder(spec)
     if (folder / MANIFEST_NAME).exists():
         return folder
-    from facecloak.export.pipeline import ExportConfig, export_aot_step  # noqa: PLC0415 - compiling is an export step
-
     say(f"preparing the fast backend for {'+'.join(spec.surrogates)}, {spec.views} views (once; a few minutes)")
     folder.parent.mkdir(parents=True, exist_ok=True)
     scratch = folder.parent / f".{folder.name}.{os.getpid()}.{secrets.token_hex(4)}"
     try:
-        export_aot_step(ExportConfig(out=scratch, models=spec.surrogates, views=spec.views, size=spec.size, verify=False),
-                        spec.pgd, log=lambda _: None)
+        compile_aot(spec, scratch)
         try:
             os.rename(scratch, folder)
         except OSError:
@@ -125,6 +122,19 @@ def prepare_aot(spec: EnrollerSpec, say: Say) -> Path:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return folder
+
+
+def compile_aot(spec: EnrollerSpec, out: Path) -> None:
+    """Compile the AOT step into ``out`` in a child process: tracing and compiling take several GB and
+    minutes, which the enrolling (or serving) process should neither hold afterwards nor die of."""
+    from concurrent.futures import ProcessPoolExecutor  # noqa: PLC0415
+    from multiprocessing import get_context  # noqa: PLC0415
+
+    from facecloak.export.pipeline import ExportConfig, export_aot_step, quiet  # noqa: PLC0415 - compiling is an export step
+
+    config = ExportConfig(out=out, models=spec.surrogates, views=spec.views, size=spec.size, verify=False)
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as child:
+        child.submit(export_aot_step, config, spec.pgd, quiet).result()
 
 
 def build_backend(spec: EnrollerSpec, say: Say = lambda _: None) -> tuple[OptimiseBackend, str, list[str]]:

@@ -26,6 +26,10 @@ from .verify import model_hash_inputs, verify_step, verify_surrogate
 Log = Callable[[str], None]
 
 
+def quiet(_: str) -> None:
+    """A ``Log`` that drops every line (a module-level function, so it can cross to a child process)."""
+
+
 @dataclass(frozen=True)
 class ExportConfig:
     out: Path = default_build_dir()

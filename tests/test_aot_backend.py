@@ -63,7 +63,7 @@ def test_a_failed_preparation_falls_back_with_one_reason(tmp_path: Path, monkeyp
     def broken(*args, **kwargs):  # noqa: ANN002, ANN003
         raise RuntimeError("no C++ compiler found\nlong compiler log")
 
-    monkeypatch.setattr("facecloak.export.pipeline.export_aot_step", broken)
+    monkeypatch.setattr(assemble, "compile_aot", broken)
     assembled = build_enroller(SPEC)
     assert assembled.backend == "torch-cpu"
     assert assembled.notes[-1] == "aot-cpu unavailable, using torch-cpu: no C++ compiler found"
@@ -74,13 +74,13 @@ def test_a_lost_race_uses_the_winners_folder(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setenv("FACECLOAK_CACHE", str(tmp_path))
     final = assemble.aot_folder(SPEC)
 
-    def racing(cfg, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
-        cfg.out.mkdir(parents=True)
-        (cfg.out / MANIFEST_NAME).write_text("{}")  # our copy
+    def racing(spec: EnrollerSpec, out: Path) -> None:
+        out.mkdir(parents=True)
+        (out / MANIFEST_NAME).write_text("{}")  # our copy
         final.mkdir(parents=True)
         (final / MANIFEST_NAME).write_text('{"winner": true}')  # another process published first
 
-    monkeypatch.setattr("facecloak.export.pipeline.export_aot_step", racing)
+    monkeypatch.setattr(assemble, "compile_aot", racing)
     assert prepare_aot(SPEC, say=lambda _: None) == final
     assert json.loads((final / MANIFEST_NAME).read_text()) == {"winner": True}
     assert [p.name for p in final.parent.iterdir()] == [final.name]  # the loser's scratch copy is gone
