@@ -16,6 +16,8 @@ import pytest
 from facecloak.engines.manifest import EngineMismatchError, load_manifest
 from facecloak.engines.graph_backend import GraphBackend, step_key
 from facecloak.engines.runtimes import EngineUnavailableError, RuntimeConfig, open_first_runtime, open_runtime
+from facecloak.enroll import DEFAULT_SURROGATES
+from facecloak.export.pipeline import ExportConfig, export_step_graph
 from facecloak.export.step_graph import STATE_INPUTS, StepSpec
 from facecloak.export.verify import GRAD_REL_L2, SIGN_AGREEMENT, real_step_inputs
 from facecloak.optimise import Anchors, Budget, PGDConfig, draw_diversity, run_pgd
@@ -34,12 +36,16 @@ def build(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_sface_engines(tmp_path_factory.mktemp("build"), VIEWS)
 
 
+def real_problem(spec: StepSpec) -> dict:
+    """Real LFW views of one person, anchors from two other people for each surrogate, a 6/255 budget."""
+    inputs = dict(zip(spec.input_names(), real_step_inputs(spec)))
+    anchors = {m: Anchors(*(inputs[f"{k}_{m}"].numpy() for k in ("near", "far", "user"))) for m in spec.models}
+    return {"views": inputs["views"], "budget": inputs["bound"][0], "anchors": anchors}
+
+
 @pytest.fixture(scope="module")
 def problem() -> dict:
-    """Real LFW views of one person, anchors from two other people, a 6/255 budget."""
-    inputs = dict(zip(SPEC.input_names(), real_step_inputs(SPEC)))
-    return {"views": inputs["views"], "budget": inputs["bound"][0],
-            "anchors": {"sface": Anchors(*(inputs[f"{k}_sface"].numpy() for k in ("near", "far", "user")))}}
+    return real_problem(SPEC)
 
 
 def test_step_graph_is_verified_standard_onnx(build: Path) -> None:
@@ -63,17 +69,30 @@ def _run(stepper, problem: dict, cfg: PGDConfig = PGD):  # noqa: ANN001
     return run_pgd(stepper, problem["views"].numpy(), budget, cfg, seed=7)
 
 
-def test_one_loop_two_steppers_agree(build: Path, problem: dict) -> None:
+def assert_one_loop_two_steppers_agree(build: Path, problem: dict, cfg: PGDConfig) -> None:
     """The core loop with the torch step and with the ORT step graph: same draws, same algorithm."""
-    torch_result = _run(TorchBackend().stepper(problem["anchors"], VIEWS, 112, PGD), problem)
+    torch_result = _run(TorchBackend().stepper(problem["anchors"], VIEWS, 112, cfg), problem, cfg)
     ort = GraphBackend(open_runtime(RuntimeConfig("ort-cpu", build)))
-    graph_result = _run(ort.stepper(problem["anchors"], VIEWS, 112, PGD), problem)
+    graph_result = _run(ort.stepper(problem["anchors"], VIEWS, 112, cfg), problem, cfg)
     # The first loss is the same computation; later ones drift only where sign-PGD flips a
     # near-zero gradient component.
     assert graph_result.losses[0] == pytest.approx(torch_result.losses[0], rel=1e-4)
     assert np.allclose(graph_result.losses, torch_result.losses, rtol=2e-2)
     assert (np.abs(graph_result.delta - torch_result.delta) < 1 / 255).mean() > 0.9
     assert np.all(np.abs(graph_result.delta) <= problem["budget"].numpy() + 1e-6)
+
+
+def test_one_loop_two_steppers_agree(build: Path, problem: dict) -> None:
+    assert_one_loop_two_steppers_agree(build, problem, PGD)
+
+
+def test_default_ensemble_step_graph_agrees_with_the_torch_step(tmp_path: Path) -> None:
+    """The default surrogate set, sface + facenet: two embedders in one graph, FaceNet's 112 -> 160 resize
+    and its backward included."""
+    spec = StepSpec(DEFAULT_SURROGATES, VIEWS)
+    export_step_graph(ExportConfig(out=tmp_path, models=spec.models, views=VIEWS, verify=False), PGDConfig(),
+                      log=lambda _: None)
+    assert_one_loop_two_steppers_agree(tmp_path, real_problem(spec), PGDConfig(iterations=2))
 
 
 def test_loop_refuses_other_pgd_constants(build: Path, problem: dict) -> None:
