@@ -119,6 +119,9 @@ class EnrollmentServicer:
         self.image_limits = image_limits
         self.readiness = readiness
         self._describe = describe
+        # One full-size decode at a time: its transient (Pillow's 4-byte pixels plus our RGB copy, ~2.3x the
+        # photo) would otherwise multiply with concurrent large uploads. Decoding is short beside enrollment.
+        self._decoding = threading.Lock()
 
     def handlers(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler(SERVICE_NAME, {
@@ -214,7 +217,8 @@ class EnrollmentServicer:
         width, height = probe_image(request.image, self.image_limits)
         ticket = self.pool.reserve(width * height)
         try:
-            photo = decode_image(request.image, self.image_limits)
+            with self._decoding:
+                photo = decode_image(request.image, self.image_limits)
             request.ClearField("image")  # the compressed upload is not needed any more
             remaining = context.time_remaining()
             deadline = None if remaining is None else time.monotonic() + remaining
