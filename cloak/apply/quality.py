@@ -50,7 +50,7 @@ class Quality:
                 f"{100 * self.flip_visible:.1f}% of pixels > {FLIP_VISIBLE:g}, SSIM {self.face_ssim:.4f}")
 
 
-_STRIP_VALUES = 1 << 20  # PSNR sums a strip of rows of about this many values at a time: MBs, not GBs, at 36 Mpx
+_STRIP_VALUES = 1 << 19  # large photos are compared a strip of rows of about this many values at a time: MBs, not GBs
 
 
 def psnr(clean: np.ndarray, cloaked: np.ndarray) -> float:
@@ -69,6 +69,21 @@ def _ssim(clean: np.ndarray, cloaked: np.ndarray, full: bool = False):
                                  sigma=_SSIM_SIGMA, use_sample_covariance=False, full=full)
 
 
+def _changed_extent(clean: np.ndarray, cloaked: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Rows y0..y1 and columns x0..x1 (ends exclusive) that hold every differing pixel; None if none differ.
+
+    Compared a strip of rows at a time: a whole-photo comparison would take more memory than the photo.
+    """
+    rows, cols = np.zeros(clean.shape[0], bool), np.zeros(clean.shape[1], bool)
+    step = max(1, _STRIP_VALUES // max(1, clean[0].size))
+    for top in range(0, clean.shape[0], step):
+        changed = np.any(clean[top : top + step] != cloaked[top : top + step], axis=2)
+        rows[top : top + step] = changed.any(axis=1)
+        cols |= changed.any(axis=0)
+    ys, xs = np.flatnonzero(rows), np.flatnonzero(cols)
+    return None if ys.size == 0 else (int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1)
+
+
 def ssim(clean: np.ndarray, cloaked: np.ndarray) -> float:
     """Gaussian-weighted SSIM per channel, averaged, of two RGB uint8 images: skimage's figure.
 
@@ -76,13 +91,12 @@ def ssim(clean: np.ndarray, cloaked: np.ndarray) -> float:
     region is computed: a cloak on a 12 Mpx photo costs its face, not the whole photo (about a minute).
     """
     r, (h, w) = _SSIM_RADIUS, clean.shape[:2]
-    changed = np.any(clean != cloaked, axis=2)
-    rows, cols = np.flatnonzero(changed.any(axis=1)), np.flatnonzero(changed.any(axis=0))
-    if rows.size == 0:
+    extent = _changed_extent(clean, cloaked)
+    if extent is None:
         return 1.0
     # Map values that can differ from 1, within skimage's average (which leaves out an r-pixel border) ...
-    y0, y1 = max(rows[0] - r, r), min(rows[-1] + 1 + r, h - r)
-    x0, x1 = max(cols[0] - r, r), min(cols[-1] + 1 + r, w - r)
+    y0, y1 = max(extent[0] - r, r), min(extent[1] + r, h - r)
+    x0, x1 = max(extent[2] - r, r), min(extent[3] + r, w - r)
     if y0 >= y1 or x0 >= x1:
         return 1.0
     # ... depend on pixels within r of them; beyond that the window's reflected border does not reach them.
