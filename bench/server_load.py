@@ -44,10 +44,11 @@ def rss_kib(pid: int, field: str = "VmRSS") -> int:
     return 0
 
 
-def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, int]:
+def start_server(args: argparse.Namespace, *extra: str) -> tuple[subprocess.Popen, int]:
+    """``facecloak-server`` on loopback with ``args``' queue settings (and ``extra`` flags), once it is SERVING."""
     script = Path(sys.executable).with_name("facecloak-server")
     cmd = [str(script), "--host", HOST, "--port", "0", "--queue-depth", str(args.queue_depth), "--workers",
-           str(args.workers), "--models", args.surrogates, "--grace-seconds", "10", "--log-level", "WARNING"]
+           str(args.workers), "--models", args.surrogates, "--grace-seconds", "10", "--log-level", "WARNING", *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=sys.stderr, text=True)
     line = proc.stdout.readline()
     match = re.search(r"listening on [\d.]+:(\d+)", line)

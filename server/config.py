@@ -35,8 +35,9 @@ class ServerConfig:
     max_image_bytes: int = 20 * 1024 * 1024
     max_image_pixels: int = 40_000_000
     # Decoded pixels all admitted requests (running and waiting) may hold together, read from the image
-    # headers before decoding: 80 M = 240 MB of RGB photos. More answer QUEUE_FULL at once.
-    max_queued_pixels: int = 80_000_000
+    # headers before decoding: 64 M = 192 MB of RGB, one photo at the 40 MP limit plus a few phone photos.
+    # More answer QUEUE_FULL at once. Sized so three 36 MP uploads at once keep the server under 1.5 GiB.
+    max_queued_pixels: int = 64_000_000
     max_views: int = 32
     max_check_views: int = 16
     max_iterations: int = 100

@@ -86,6 +86,7 @@ def test_one_loop_two_steppers_agree(build: Path, problem: dict) -> None:
     assert_one_loop_two_steppers_agree(build, problem, PGD)
 
 
+@pytest.mark.slow  # exporting the two-model step graph takes minutes on 2 cores
 def test_default_ensemble_step_graph_agrees_with_the_torch_step(tmp_path: Path) -> None:
     """The default surrogate set, sface + facenet: two embedders in one graph, FaceNet's 112 -> 160 resize
     and its backward included."""

@@ -39,7 +39,7 @@ def test_describe_reflection_health_and_metrics():
         assert (info.api_version, info.ready, info.backend, info.auth_required) == ("facecloak.v1", True, "torch-cpu", False)
         assert [(m.name, m.sha256, m.embedding_dim) for m in info.models] == [("sface", SFACE_SHA256, 128)]
         assert info.limits.queue_depth == 8 and info.limits.max_message_bytes > info.limits.max_image_bytes
-        assert info.limits.max_queued_pixels == 80_000_000
+        assert info.limits.max_queued_pixels == 64_000_000
         assert len(info.notes) == 1 and info.notes[0].startswith("augment")  # why these views (no Arc2Face here)
         assert list(info.defaults.surrogates) == ["sface"] and info.versions["grpcio"] == grpc.__version__
 
