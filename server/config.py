@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from ..assemble import BACKENDS
+from ..backend_names import BACKENDS
 from ..enroll import DEFAULT_SURROGATES
 from ..errors import BadOptionError
 from ..models import get_card
