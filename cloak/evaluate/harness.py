@@ -17,13 +17,15 @@ import torch
 from ..anchors import AnchorGallery, select_anchors
 from ..apply import apply_mask_with_landmarks, measure_quality
 from ..apply.quality import Box
-from ..enroll import EnrollConfig, Enroller
+from ..assemble import EnrollerSpec, build_enroller
+from ..enroll import EnrollConfig
 from ..errors import FaceCloakError
 from ..faces import AlignedFace, AlignedFrame, FaceDetector, align_largest_face, to_chw_float
 from ..imageio import read_image
 from ..mask import Mask
 from ..models import get_card, torch_embedder
-from ..optimise import BudgetConfig, SurrogateTarget
+from ..optimise import BudgetConfig
+from ..optimise.torch_step import SurrogateTarget
 from ..views import ViewRequest
 from .attacker import Attacker, AttackerGallery, build_attacker_gallery, photo_key
 from .baselines import centre_mask, face_budget, noise_mask, per_image_masks, shipped
@@ -91,7 +93,10 @@ class Harness:
             + ", ".join(f"{m} {t:.3f}" for m, (t, _) in self.thresholds.items()))
         models = tuple(sorted(set(cfg.surrogates)))
         self.anchors = anchors or anchor_gallery(models, self.dataset.anchor_names)
-        self.enroller = Enroller(detector=self.detector, gallery=self.anchors)
+        # Built like the CLI's and the server's; PyTorch eager: every surrogate set and shape here differs,
+        # so a compiled step would be prepared per row (minutes each) for one person's worth of use.
+        spec = EnrollerSpec(backend="torch-cpu", view_backend="augment")
+        self.enroller = build_enroller(spec, self.detector, self.anchors).enroller
 
     def surrogate_sets(self) -> list[tuple[str, tuple[str, ...]]]:
         sets = [(s, (s,)) for s in self.cfg.surrogates]
@@ -171,8 +176,8 @@ class Harness:
                     found = [f for f in probe_faces if f is not None]
                     if not found:
                         return list(probes)
-                    crops = torch.from_numpy(to_chw_float(np.stack([f.crop for f in found])))
-                    budgets = torch.from_numpy(np.stack([face_budget(f, cfg.budget()) for f in found]))
+                    crops = to_chw_float(np.stack([f.crop for f in found]))
+                    budgets = np.stack([face_budget(f, cfg.budget()) for f in found])
                     targets = self.anchor_targets(names, aligned.crop)
                     masks = iter(per_image_masks(crops, budgets, targets, frame, base.pgd, base.budget.eps, seed))
                     per_probe = [None if f is None else next(masks) for f in probe_faces]
