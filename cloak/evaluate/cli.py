@@ -15,6 +15,10 @@ def _names(value: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
+def _ensembles(value: str) -> tuple[tuple[str, ...], ...]:
+    return tuple(tuple(m.strip() for m in e.split("+") if m.strip()) for e in _names(value))
+
+
 def _ints(value: str) -> tuple[int, ...]:
     try:
         return tuple(int(v) for v in _names(value))
@@ -55,6 +59,16 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--targets", "--target", type=_names, help="comma-separated attacker models (default sface,facenet)")
     p.add_argument("--no-ensemble", dest="ensemble", action="store_false", default=None,
                    help="skip our method against all surrogates at once")
+    p.add_argument("--ensembles", type=_ensembles,
+                   help="comma-separated ensembles, members joined by '+' (e.g. sface+facenet,sface+ms1m+faceplugin): "
+                   "our full method learned from each; a target is black-box for an ensemble it is not a member of "
+                   "(without --surrogates: no single-surrogate rows)")
+    p.add_argument("--leave-one-out", action="store_true",
+                   help="every target (default: all registered recognisers) attacks a mask learned from all the others; "
+                   "methods clean,noise,ours, no single-surrogate rows (options given explicitly still apply; "
+                   "--ensembles adds ensembles)")
+    p.add_argument("--balance", action="store_true", default=None,
+                   help="per-surrogate gradient balancing (PGDConfig.balance_surrogates) in every enrollment")
     p.add_argument("--methods", type=_names, help="subset of clean,noise,centre_uniform,centre,pgd,ours_bm,ours")
     p.add_argument("--jpeg", type=_ints, help="upload JPEG qualities, first = headline (default 90,75,50; 0 = none)")
     p.add_argument("--resize", type=float, help="upload downscale factor (default 0.8)")
@@ -75,7 +89,7 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
 
 def config_from_args(args: argparse.Namespace):
     """EvalConfig from the defaults (or --quick), overridden by every option given."""
-    from .protocol import QUICK, EvalConfig
+    from .protocol import QUICK, EvalConfig, leave_one_out
 
     cfg = QUICK if args.quick else EvalConfig()
     given = {f.name: getattr(args, f.name) for f in fields(EvalConfig) if getattr(args, f.name, None) is not None}
@@ -84,13 +98,18 @@ def config_from_args(args: argparse.Namespace):
             given[key] = given[key] / 255.0
     if "people" in given and "gallery_people" not in given:
         given["gallery_people"] = max(cfg.gallery_people, given["people"])
+    if "ensembles" in given and "surrogates" not in given:  # ensembles alone: no single-surrogate rows
+        given.update(surrogates=(), ensemble=False)
     cfg = replace(cfg, **given)
+    if getattr(args, "leave_one_out", False):
+        cfg = leave_one_out(cfg, given.get("targets"), keep=given.keys() - {"targets", "ensembles"})
     cfg.validate()
     return cfg
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from .report import EXAMPLE_METHODS, LABELS, save_examples, write_report
+    from .protocol import ensemble_label
     from .runner import RESULTS, run_eval
 
     out = Path(args.output)
@@ -102,7 +121,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"wrote {write_report(results, out)}")
         return 0
     cfg = config_from_args(args)
-    first = cfg.surrogates[0]
+    first = cfg.surrogates[0] if cfg.surrogates else ensemble_label(cfg.ensembles[0])
 
     def examples(index: int, record: dict, variants: list) -> None:
         if index == 0:  # one held-out photo of the first person, every method with the first surrogate

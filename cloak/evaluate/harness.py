@@ -30,7 +30,8 @@ from ..views import ViewRequest
 from .attacker import Attacker, AttackerGallery, build_attacker_gallery, photo_key
 from .baselines import centre_mask, face_budget, noise_mask, per_image_masks, shipped
 from .metrics import NO_FACE_SCORE, NOT_FOUND, identity_scores, true_ranks
-from .protocol import ENSEMBLE, NO_SURROGATE, Dataset, EvalConfig, Person, anchor_gallery, load_dataset, person_seed, upload
+from .protocol import (ENSEMBLE, NO_SURROGATE, Dataset, EvalConfig, Person, anchor_gallery, ensemble_label, load_dataset,
+                       person_seed, upload)
 from .summary import FACE_FIELDS
 
 Log = Callable[[str], None]
@@ -48,6 +49,7 @@ class Variant:
     surrogate: str
     scale: float
     photos: list[np.ndarray] = field(default_factory=list)
+    learned_from: tuple[str, ...] = ()  # surrogate models the mask was optimised against (none: clean, noise)
 
 
 def align_probes(detector: FaceDetector, probes: list[np.ndarray], frame: AlignedFrame) -> list[AlignedFace | None]:
@@ -67,6 +69,11 @@ def cloak_probes(probes: list[np.ndarray], faces: list[AlignedFace | None], mask
             for i, (photo, face) in enumerate(zip(probes, faces))]
 
 
+# Attacker and its embedded gallery per (targets, gallery photos, distractors): several runs in one process
+# (a run and its --balance twin, a merge after shards) embed the gallery once.
+_ATTACKERS: dict[tuple, tuple[Attacker, AttackerGallery]] = {}
+
+
 class Harness:
     """Holds what is shared across people: detector, attacker gallery (embedded once), anchors, enroller."""
 
@@ -84,14 +91,17 @@ class Harness:
         self.dataset = dataset or load_dataset(cfg)
         self.detector = FaceDetector()
         start = time.perf_counter()
-        self.attacker = Attacker(cfg.targets, FaceDetector(), threads)  # its own detector: nothing shared with the defender
         people = [(p.name, p.photos) for p in self.dataset.gallery_people]
-        self.gallery: AttackerGallery = build_attacker_gallery(self.attacker, people, self.dataset.attacker_distractors)
+        key = (cfg.targets, tuple(people), self.dataset.attacker_distractors)
+        if key not in _ATTACKERS:  # its own detector: nothing shared with the defender
+            attacker = Attacker(cfg.targets, FaceDetector(), threads)
+            _ATTACKERS[key] = attacker, build_attacker_gallery(attacker, people, self.dataset.attacker_distractors)
+        self.attacker, self.gallery = _ATTACKERS[key]
         self.thresholds = self.gallery.thresholds(cfg.far)
         log(f"attacker gallery: {len(self.gallery.keys)} photos of {len(self.gallery.identities)} identities "
             f"in {time.perf_counter() - start:.0f}s; thresholds at FAR {cfg.far:g}: "
             + ", ".join(f"{m} {t:.3f}" for m, (t, _) in self.thresholds.items()))
-        models = tuple(sorted(set(cfg.surrogates)))
+        models = tuple(sorted(set(cfg.surrogates).union(*cfg.ensembles)))
         self.anchors = anchors or anchor_gallery(models, self.dataset.anchor_names)
         # Built like the CLI's and the server's; PyTorch eager: every surrogate set and shape here differs,
         # so a compiled step would be prepared per row (minutes each) for one person's worth of use.
@@ -102,14 +112,14 @@ class Harness:
         sets = [(s, (s,)) for s in self.cfg.surrogates]
         if self.cfg.ensemble and len(self.cfg.surrogates) > 1:
             sets.append((ENSEMBLE, tuple(self.cfg.surrogates)))
-        return sets
+        return sets + [(ensemble_label(e), tuple(e)) for e in self.cfg.ensembles]
 
     def enroll_config(self, surrogates: tuple[str, ...], seed: int, scale: float = 1.0, matched: bool = False) -> EnrollConfig:
         base = EnrollConfig()
         return replace(
             base, surrogates=surrogates, seed=seed, check_views=0, budget=self.cfg.budget(scale, matched),
             views=self.cfg.views or base.views,
-            pgd=replace(base.pgd, iterations=self.cfg.iterations or base.pgd.iterations),
+            pgd=replace(base.pgd, iterations=self.cfg.iterations or base.pgd.iterations, balance_surrogates=self.cfg.balance),
         )
 
     def anchor_targets(self, surrogates: tuple[str, ...], crop: np.ndarray) -> list[SurrogateTarget]:
@@ -143,9 +153,12 @@ class Harness:
             timings[key] = round(time.perf_counter() - start, 2)
             return out
 
+        learned: list[tuple[str, ...]] = []  # the models each of our masks says it was learned from
+
         def ours(surrogates: tuple[str, ...], scale: float = 1.0, matched: bool = False) -> list[np.ndarray]:
             result = self.enroller.enroll(enrollment, self.enroll_config(surrogates, seed, scale, matched))
             mask = shipped(result.mask)
+            learned.append(tuple(mask.models))
             return cloak(lambda i: mask)
 
         variants: list[Variant] = []
@@ -156,13 +169,15 @@ class Harness:
             for scale in (1.0, *cfg.budget_scales):
                 mask = noise_mask(face_budget(aligned, cfg.budget(scale)), frame, seed)
                 variants.append(Variant("noise", NO_SURROGATE, scale, cloak(lambda i: mask)))
-        base = self.enroll_config((cfg.surrogates[0],), seed)
+        base = self.enroll_config(cfg.surrogates[:1] or cfg.ensembles[0], seed)  # baselines' settings (singles only)
         for label, names in self.surrogate_sets():
-            single = label != ENSEMBLE  # the ensemble row is our full method only (cost)
+            single = label in cfg.surrogates  # ensemble rows are our full method only (cost)
             if "ours" in methods:
-                variants.append(Variant("ours", label, 1.0, timed(f"ours/{label}", lambda: ours(names))))
+                photos = timed(f"ours/{label}", lambda: ours(names))
+                variants.append(Variant("ours", label, 1.0, photos, learned.pop()))
             if "ours_bm" in methods and single:
-                variants.append(Variant("ours_bm", label, 1.0, timed(f"ours_bm/{label}", lambda: ours(names, matched=True))))
+                photos = timed(f"ours_bm/{label}", lambda: ours(names, matched=True))
+                variants.append(Variant("ours_bm", label, 1.0, photos, learned.pop()))
             for method, budget in (("centre_uniform", cfg.uniform_budget()), ("centre", cfg.budget())):
                 if method in methods and single:
                     def centre(budget: BudgetConfig = budget) -> list[np.ndarray]:
@@ -170,7 +185,7 @@ class Harness:
                         views = torch.from_numpy(self.enroller.view_generator.generate(request))
                         mask = centre_mask(names, views, face_budget(aligned, budget), frame, base.pgd, budget.eps, seed)
                         return cloak(lambda i: mask)
-                    variants.append(Variant(method, label, 1.0, timed(f"{method}/{label}", centre)))
+                    variants.append(Variant(method, label, 1.0, timed(f"{method}/{label}", centre), names))
             if "pgd" in methods and single:
                 def per_image() -> list[np.ndarray]:
                     found = [f for f in probe_faces if f is not None]
@@ -182,11 +197,12 @@ class Harness:
                     masks = iter(per_image_masks(crops, budgets, targets, frame, base.pgd, base.budget.eps, seed))
                     per_probe = [None if f is None else next(masks) for f in probe_faces]
                     return cloak(lambda i: per_probe[i])
-                variants.append(Variant("pgd", label, 1.0, timed(f"pgd/{label}", per_image)))
-        if "ours" in methods:
+                variants.append(Variant("pgd", label, 1.0, timed(f"pgd/{label}", per_image), names))
+        if "ours" in methods and cfg.surrogates:
             for scale in cfg.budget_scales:  # PSR vs budget: our method, first surrogate
                 label = cfg.surrogates[0]
-                variants.append(Variant("ours", label, scale, timed(f"ours/{label}@{scale:g}", lambda: ours((label,), scale))))
+                photos = timed(f"ours/{label}@{scale:g}", lambda: ours((label,), scale))
+                variants.append(Variant("ours", label, scale, photos, learned.pop()))
 
         start = time.perf_counter()
         record = {
@@ -204,6 +220,7 @@ class Harness:
         quality = [measure_quality(c, p, b) for c, p, b in zip(clean, variant.photos, boxes)]
         entry = {
             "method": variant.method, "surrogate": variant.surrogate, "scale": variant.scale,
+            "learned_from": list(variant.learned_from),
             "ssim": [round(q.ssim, 5) for q in quality],
             "psnr": [None if not np.isfinite(q.psnr) else round(q.psnr, 3) for q in quality],
             **{key: [_rounded(getattr(q, key)) for q in quality] for key in FACE_FIELDS},  # None: no face found

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zlib
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -20,13 +21,15 @@ from ..anchors import AnchorGallery, default_gallery, list_images
 from ..anchors.gallery import DEFAULT_GALLERY_DIR, identity_of
 from ..assets import assets_dir
 from ..errors import BadOptionError
-from ..models import get_card
+from ..models import REGISTRY, get_card
 from ..optimise import BudgetConfig
 
 LFW_DIR = "faces/lfw"
 METHODS = ("clean", "noise", "centre_uniform", "centre", "pgd", "ours_bm", "ours")
 ENSEMBLE = "ensemble"  # surrogate label for all surrogates together
 NO_SURROGATE = "-"  # surrogate label of rows with no optimisation (clean, noise)
+JOIN = "+"  # an explicit ensemble's label: its members joined, e.g. "facenet+ms1m+faceplugin+sirius"
+LOO_METHODS = ("clean", "noise", "ours")
 ANCHOR_SOURCES = ("split", "shared")
 
 
@@ -40,8 +43,12 @@ class EvalConfig:
     distractors: int = 500  # distractor identities in the attacker's gallery
     anchor_source: str = "split"  # split: anchors and attacker distractors are disjoint; shared: both use all
     anchor_split: int = 500  # with "split", distractors [0, split) are anchors, [split, ...) the attacker's
-    surrogates: tuple[str, ...] = ("sface", "facenet")
+    surrogates: tuple[str, ...] = ("sface", "facenet")  # one row per surrogate (and "ensemble" of them all)
     ensemble: bool = True  # also learn our full method against all surrogates at once
+    # Explicit ensembles: our full method learned from each, row label = members joined by "+".
+    # Whether a target is white- or black-box is decided by membership (see summary.box).
+    ensembles: tuple[tuple[str, ...], ...] = ()
+    balance: bool = False  # PGDConfig.balance_surrogates for every enrollment (per-surrogate gradient balancing)
     targets: tuple[str, ...] = ("sface", "facenet")
     methods: tuple[str, ...] = METHODS
     jpeg: tuple[int, ...] = (90, 75, 50)  # first = the headline setting; 0 = no JPEG (lossless upload)
@@ -68,10 +75,15 @@ class EvalConfig:
         unknown = set(self.methods) - set(METHODS)
         if unknown or not self.methods:
             raise BadOptionError(f"unknown methods {sorted(unknown)}; known: {list(METHODS)}")
-        for name in (*self.surrogates, *self.targets):
+        for name in (*self.surrogates, *self.targets, *(m for e in self.ensembles for m in e)):
             get_card(name)
-        if not self.surrogates or not self.targets:
-            raise BadOptionError("need at least one surrogate and one target model")
+        if not (self.surrogates or self.ensembles) or not self.targets:
+            raise BadOptionError("need at least one surrogate (or ensemble) and one target model")
+        for members in self.ensembles:
+            if len(set(members)) != len(members) or len(members) < 2:
+                raise BadOptionError(f"an ensemble needs two or more distinct models, got {ensemble_label(members)!r}")
+        if len({frozenset(e) for e in self.ensembles}) != len(self.ensembles):
+            raise BadOptionError(f"ensembles repeat: {[ensemble_label(e) for e in self.ensembles]}")
         if not self.jpeg or any(not (q == 0 or 1 <= q <= 100) for q in self.jpeg):
             raise BadOptionError(f"JPEG qualities must be 0 (none) or 1..100, got {self.jpeg}")
         if not 0.1 <= self.resize <= 1.0:
@@ -97,10 +109,49 @@ class EvalConfig:
     def fingerprint(self) -> str:
         """Stable hash of every setting that changes a person's record, so resumed runs never mix settings.
 
-        ``people`` is left out: records are per person, so a run can be extended or cut short.
+        ``people`` is left out: records are per person, so a run can be extended or cut short. Settings
+        added later are left out at their defaults, so runs recorded before them still resume.
         """
-        settings = {k: v for k, v in asdict(self).items() if k != "people"}
+        settings = {k: v for k, v in asdict(self).items()
+                    if k != "people" and not (k in ADDED_LATER and v == ADDED_LATER[k])}
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+ADDED_LATER = {"ensembles": (), "balance": False}  # fields (and defaults) newer than the first recorded runs
+
+
+def ensemble_label(members: Sequence[str]) -> str:
+    return JOIN.join(members)
+
+
+def members_of(surrogate: str, surrogates: Sequence[str]) -> tuple[str, ...]:
+    """The models a row's masks were learned from, read from its label (``surrogates``: the run's singles)."""
+    if surrogate == NO_SURROGATE:
+        return ()
+    if surrogate == ENSEMBLE:
+        return tuple(surrogates)
+    return tuple(surrogate.split(JOIN))
+
+
+def leave_one_out_ensembles(models: Sequence[str]) -> tuple[tuple[str, ...], ...]:
+    """One ensemble per model: all the others, in the given order (the left-out one attacks its mask)."""
+    return tuple(tuple(m for m in models if m != out) for out in models)
+
+
+def leave_one_out(cfg: EvalConfig, models: Sequence[str] | None = None, keep: Collection[str] = ()) -> EvalConfig:
+    """The leave-one-out benchmark: every model attacks a mask learned from all the others.
+
+    targets = ``models`` (default: every registered recogniser), one ensemble per left-out model
+    (then any of ``cfg.ensembles`` not already among them), methods clean/noise/ours, no single-surrogate
+    rows and no budget sweep. Fields named in ``keep`` (options the user gave) keep ``cfg``'s value.
+    """
+    models = tuple(models or REGISTRY)
+    if len(models) < 3:
+        raise BadOptionError(f"leave-one-out needs at least three models (ensembles of two or more), got {models}")
+    loo = leave_one_out_ensembles(models)
+    extra = tuple(e for e in cfg.ensembles if frozenset(e) not in {frozenset(x) for x in loo})
+    preset = {"targets": models, "surrogates": (), "ensemble": False, "methods": LOO_METHODS, "budget_scales": ()}
+    return replace(cfg, ensembles=loo + extra, **{k: v for k, v in preset.items() if k not in keep})
 
 
 # A few minutes on a 2-core machine: fewer people, probes and distractors, a shorter optimisation.

@@ -8,6 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from ..apply.quality import FACE_MARGIN, FLIP_VISIBLE
+from ..enroll import DEFAULT_SURROGATES
+from ..models import REGISTRY, get_card
+from .protocol import ensemble_label, members_of
+from .summary import box
 from .uncertainty import Interval, gap_interval
 
 LABELS = {
@@ -53,6 +57,13 @@ def _budget_label(row: dict) -> str:
     return "–" if row["eps"] is None else f"{row['eps']:g}/{row['eps_focus']:g}"
 
 
+def first_surrogate(cfg: dict) -> str | None:
+    """The label whose rows the plots and examples show: the first single surrogate, else the first ensemble."""
+    if cfg["surrogates"]:
+        return cfg["surrogates"][0]
+    return ensemble_label(cfg["ensembles"][0]) if cfg.get("ensembles") else None
+
+
 def main_rows(results: dict) -> list[dict]:
     cfg = results["config"]
     return [r for r in results["rows"] if r["jpeg"] == cfg["jpeg"][0] and r["scale"] == 1.0]
@@ -77,6 +88,80 @@ def table(rows: Sequence[dict], intervals: bool = False) -> str:
             f"{_num(r.get('face_ssim'), '.3f')} | {_num(r['ssim'], '.3f')} | {_num(r['psnr'], '.1f')} | {r['probes']} |"
         )
     return "\n".join(lines)
+
+
+def row_models(row: dict, cfg: dict) -> frozenset[str]:
+    """The surrogates a row's masks were learned from (recorded; older results: read from the label)."""
+    return frozenset(row["models"] if "models" in row else members_of(row["surrogate"], cfg["surrogates"]))
+
+
+def enroll_seconds(results: dict, label: str) -> float | None:
+    """Mean seconds per person of our enrollment from ``label`` (learning the mask + applying it to the probes)."""
+    per = [stages[f"ours/{label}"] for stages in results["seconds"].get("per_person", {}).values() if f"ours/{label}" in stages]
+    return float(np.mean(per)) if per else None
+
+
+def ensemble_table(results: dict, rows: Sequence[dict]) -> str:
+    """Our full method's rows, one per (mask's surrogates, attacker), beside the attacker's clean and noise rows."""
+    cfg = results["config"]
+    find = {(r["method"], r["target"]): r for r in main_rows(results) if r["method"] in ("clean", "noise")}
+    lines = [f"| attacker | mask learned from | box | top-1 PSR | 95% CI | top-5 PSR | verif. PSR @FAR {cfg['far']:g} "
+             f"| clean / noise top-1 | SSIM | face SSIM | face FLIP | face > {FLIP_VISIBLE:g} | enroll s/person | probes |",
+             "|" + "---|" * 14]
+    for r in rows:
+        base = [_pct(find[(m, r["target"])]["top1_psr"]) if (m, r["target"]) in find else "–" for m in ("clean", "noise")]
+        seconds = enroll_seconds(results, r["surrogate"])
+        lines.append(
+            f"| {r['target']} | {r['surrogate']} | {r['box']} | {_pct(r['top1_psr'])} | {_interval_label(r)} | "
+            f"{_pct(r['top5_psr'])} | {_pct(r['verification_psr'])} | {' / '.join(base)} | {_num(r['ssim'], '.3f')} | "
+            f"{_num(r.get('face_ssim'), '.3f')} | {_num(r.get('flip_mean'), '.3f')} | {_pct(r.get('flip_visible'))} | "
+            f"{_num(seconds, '.0f')} | {r['probes']} |")
+    return "\n".join(lines)
+
+
+def leave_one_out_rows(results: dict) -> list[dict]:
+    """Per attacker, our mask learned from every other target of the run; black-box rows only."""
+    cfg = results["config"]
+    everyone = frozenset(cfg["targets"])
+    rows = [r for r in main_rows(results) if r["method"] == "ours" and r["box"] == "black-box"
+            and r["target"] not in row_models(r, cfg) and row_models(r, cfg) == everyone - {r["target"]}]
+    order = {t: i for i, t in enumerate(cfg["targets"])}
+    return sorted(rows, key=lambda r: order[r["target"]])
+
+
+def ensemble_sections(results: dict) -> list[str]:
+    """Leave-one-out matrix, the shipped default against every recogniser outside it, every ensemble's black-box rows."""
+    cfg = results["config"]
+    headline = _jpeg_label(cfg["jpeg"][0])
+    balance = ("with per-surrogate gradient balancing (`--balance`)" if cfg.get("balance")
+               else "without per-surrogate gradient balancing")
+    ours = [r for r in main_rows(results) if r["method"] == "ours"]
+    parts: list[str] = []
+    loo = leave_one_out_rows(results)
+    if loo:
+        parts += [f"## Leave-one-out: each recogniser attacks a mask learned from all the others (JPEG {headline})", "",
+                  f"Every row is black-box: the attacker is not among the models the mask was learned from ({balance}). "
+                  "Enroll s/person: our enrollment from that ensemble plus applying the mask to the probes, "
+                  "mean over people (stage timings; shared CPU, so indicative).", "",
+                  ensemble_table(results, loo), ""]
+    default = frozenset(DEFAULT_SURROGATES)
+    shipped = [r for r in ours if row_models(r, cfg) == default]
+    if shipped:
+        outside = [r for r in shipped if r["box"] == "black-box"]
+        absent = [m for m in REGISTRY if m not in default and m not in {r["target"] for r in outside}]
+        parts += [f"## The shipped default ({ensemble_label(DEFAULT_SURROGATES)}) vs every recogniser outside it (JPEG {headline})", ""]
+        parts += [ensemble_table(results, outside)] if outside else ["No recogniser outside the default was attacked in this run."]
+        if absent:
+            parts += ["", "Not attacked in this run: " + ", ".join(
+                f"{m}{'' if get_card(m).shippable else ' (evaluation only)'}" for m in absent) + "."]
+        parts += [""]
+    many = [r for r in ours if len(row_models(r, cfg)) >= 2 and r["box"] == "black-box"]
+    if many:
+        many.sort(key=lambda r: (len(row_models(r, cfg)), r["surrogate"], r["target"]))
+        parts += [f"## Every ensemble vs the recognisers outside it (JPEG {headline}; black-box rows only)", "",
+                  f"Our full method {balance}. Only these rows can support a transfer claim: each attacker "
+                  "was never used in learning the mask it attacks.", "", ensemble_table(results, many), ""]
+    return parts
 
 
 AIM_PSR, AIM_SSIM = 0.80, 0.90  # the issue's aim: black-box top-1 PSR >= 80% at SSIM >= 0.90 (headline JPEG)
@@ -159,7 +244,7 @@ def plot_psr_vs_budget(results: dict, path: Path) -> bool:
     """Top-1 PSR against eps_A for ours (first surrogate) and noise, per target; False if one budget only."""
     cfg = results["config"]
     rows = [r for r in results["rows"] if r["jpeg"] == cfg["jpeg"][0]]
-    sweep = [r for r in rows if r["method"] in ("ours", "noise") and r["surrogate"] in (cfg["surrogates"][0], "-")]
+    sweep = [r for r in rows if r["method"] in ("ours", "noise") and r["surrogate"] in (first_surrogate(cfg), "-")]
     if len({r["scale"] for r in sweep}) < 2:
         return False
     plt = _pyplot()
@@ -170,7 +255,7 @@ def plot_psr_vs_budget(results: dict, path: Path) -> bool:
             if pts:
                 ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], style, label=f"{LABELS[method]} → {target} ({pts[0][2]})")
     for r in rows:  # single-budget rows as markers at their largest budget
-        if r["method"] in ("ours_bm", "centre_uniform") and r["surrogate"] == cfg["surrogates"][0]:
+        if r["method"] in ("ours_bm", "centre_uniform") and r["surrogate"] == first_surrogate(cfg):
             marker = "x" if r["method"] == "ours_bm" else "+"
             ax.plot([r["eps_focus"]], [100 * r["top1_psr"]], marker, ms=8, label=f"{LABELS[r['method']]} → {r['target']}")
     ax.set_xlabel("eps_A (grey levels; eps = eps_A / 4; uniform budgets: eps)")
@@ -189,7 +274,8 @@ def plot_psr_vs_jpeg(results: dict, path: Path) -> bool:
     cfg = results["config"]
     if len(cfg["jpeg"]) < 2:
         return False
-    rows = [r for r in results["rows"] if r["scale"] == 1.0 and r["surrogate"] in (cfg["surrogates"][0], "-")]
+    first = first_surrogate(cfg)
+    rows = [r for r in results["rows"] if r["scale"] == 1.0 and r["surrogate"] in (first, "-")]
     plt = _pyplot()
     targets = cfg["targets"]
     fig, axes = plt.subplots(1, len(targets), figsize=(4 * len(targets), 3.2), dpi=90, squeeze=False, sharey=True)
@@ -199,8 +285,7 @@ def plot_psr_vs_jpeg(results: dict, path: Path) -> bool:
             by_q = {r["jpeg"]: r["top1_psr"] for r in rows if r["method"] == method and r["target"] == target}
             if by_q:
                 ax.plot(range(len(qualities)), [100 * by_q.get(q, np.nan) for q in qualities], "-o", label=LABELS[method])
-        box = "white-box" if target == cfg["surrogates"][0] else "black-box"
-        ax.set_title(f"target {target} ({box} for surrogate {cfg['surrogates'][0]})", fontsize=8)
+        ax.set_title(f"target {target} ({box(first, target, cfg['surrogates'])} for surrogate {first})", fontsize=8)
         ax.set_xticks(range(len(qualities)), [_jpeg_label(q) for q in qualities])
         ax.set_xlabel("upload JPEG quality")
         ax.set_ylim(-2, 102)
@@ -267,6 +352,7 @@ def write_report(results: dict, out_dir: Path, title: str = "FaceCloak protectio
         "",
         BAR,
         "",
+        *ensemble_sections(results),
         f"## Against the aim (black-box top-1 PSR >= {AIM_PSR:.0%} at SSIM >= {AIM_SSIM}, JPEG {_jpeg_label(cfg['jpeg'][0])})",
         "",
         *aim_section(results),

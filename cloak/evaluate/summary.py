@@ -8,18 +8,22 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from .metrics import NOT_FOUND, protected_at_k, psr_at_k, verification_psr
-from .protocol import ENSEMBLE, METHODS, NO_SURROGATE, EvalConfig
+from .protocol import METHODS, EvalConfig, members_of
 from .uncertainty import psr_interval
 
 # Per-probe face figures a record keeps (facecloak.apply.Quality's names), pooled into rows under the same keys.
 FACE_FIELDS = ("face_ssim", "flip_mean", "flip_p99", "flip_visible")
 
 
-def box(surrogate: str, target: str, surrogates: Sequence[str]) -> str:
-    """white-box if the target model was used in optimisation, black-box if never, none for no optimisation."""
-    if surrogate == NO_SURROGATE:
+def box(surrogate: str, target: str, surrogates: Sequence[str], models: Sequence[str] | None = None) -> str:
+    """white-box if the target model was used in optimisation, black-box if never, none for no optimisation.
+
+    Decided by membership: ``models`` are the surrogates the row's masks say they were learned from
+    (records keep them); without them, the members the label names (``members_of``).
+    """
+    used = set(members_of(surrogate, surrogates) if models is None else models)
+    if not used:
         return "none"
-    used = set(surrogates) if surrogate == ENSEMBLE else {surrogate}
     return "white-box" if target in used else "black-box"
 
 
@@ -56,6 +60,8 @@ def summarise(records: Sequence[dict], cfg: EvalConfig, thresholds: dict[str, fl
                     acc["genuine"] += out["genuine"]
                     acc["ssim"] += v["ssim"]
                     acc["psnr"] += v["psnr"]
+                    if "learned_from" in v:  # absent from records written before masks' models were kept
+                        acc["models"].append(tuple(v["learned_from"]))
                     for key in FACE_FIELDS:  # absent from records written before face figures were kept
                         acc[key] += v.get(key, [])
     rows = []
@@ -65,8 +71,12 @@ def summarise(records: Sequence[dict], cfg: EvalConfig, thresholds: dict[str, fl
         for index, protected, count in acc["person_top1"]:
             top1[index], probes[index] = protected, count
         ci = psr_interval(top1, probes)
+        if len(set(acc["models"])) > 1:
+            raise ValueError(f"row {method}/{surrogate}: masks learned from different models {sorted(set(acc['models']))}")
+        models = acc["models"][0] if acc["models"] else members_of(surrogate, cfg.surrogates)
         rows.append({
-            "method": method, "surrogate": surrogate, "target": target, "box": box(surrogate, target, cfg.surrogates),
+            "method": method, "surrogate": surrogate, "models": list(models), "target": target,
+            "box": box(surrogate, target, cfg.surrogates, models),
             "scale": scale, **_budget(method, scale, cfg),
             "jpeg": jpeg, "resize": cfg.resize, "probes": len(ranks),
             "top1_psr": round(psr_at_k(ranks, 1), 4), "top1_psr_ci": [ci.low, ci.high], "top5_psr": round(psr_at_k(ranks, 5), 4),
