@@ -21,7 +21,7 @@ from .anchors import AnchorGallery
 from .assets import asset, cache_dir
 from .backend_names import AUTO, BACKENDS
 from .enroll import DEFAULT_SURROGATES, Enroller
-from .errors import BadOptionError, FaceCloakError
+from .errors import BadOptionError
 from .faces import FaceDetector
 from .models import get_card
 from .optimise import PGDConfig
@@ -74,12 +74,12 @@ def build_views(spec: EnrollerSpec, detector: FaceDetector | None = None) -> tup
         return AugmentViews(), "augment", choice.reason
     from .views.arc2face import Arc2FaceConfig, Arc2FaceViews  # noqa: PLC0415 - heavy, only when chosen
 
-    sampler = None
+    config, sampler = Arc2FaceConfig(model_dir=choice.model_dir), None
     if spec.arc2face_export_dir is not None:
         from facecloak.engines.arc2face_runtime import OnnxArc2FaceSampler  # noqa: PLC0415
 
-        sampler = OnnxArc2FaceSampler(Path(spec.arc2face_export_dir), choice.model_dir, Arc2FaceConfig(choice.model_dir).sampler)
-    return Arc2FaceViews(Arc2FaceConfig(model_dir=choice.model_dir), detector, sampler=sampler), "arc2face", choice.reason
+        sampler = OnnxArc2FaceSampler(Path(spec.arc2face_export_dir), choice.model_dir, config.sampler)
+    return Arc2FaceViews(config, detector, sampler=sampler), "arc2face", choice.reason
 
 
 def aot_folder(spec: EnrollerSpec) -> Path:

@@ -51,15 +51,9 @@ class AotRuntime(ManifestRuntime):
         self._packages: dict[str, object] = {}
 
     def embedder(self, model: str) -> Embedder:
-        from facecloak.models import torch_embedder
+        from facecloak.models import numpy_torch_embedder
 
-        embed, torch = torch_embedder(model), self._torch
-
-        def run(faces: np.ndarray) -> np.ndarray:
-            with torch.no_grad():
-                return embed(torch.from_numpy(np.ascontiguousarray(faces, np.float32))).numpy()
-
-        return run
+        return numpy_torch_embedder(model)
 
     def stepper(self, key: StepKey) -> GraphCall:
         artefact = self.step_artefact(key, kind="aot-step")

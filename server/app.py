@@ -20,7 +20,6 @@ from .. import __version__
 from ..assets import asset
 from ..assemble import EnrollerSpec, build_enroller
 from ..enroll import EnrollConfig, Enroller
-from ..errors import FaceCloakError
 from ..imageio import ImageLimits
 from ..models import get_card, torch_embedder
 from ..proto import enrollment_pb2 as pb

@@ -106,11 +106,16 @@ def inference_embedder(name: str) -> Callable[[np.ndarray], np.ndarray]:
     try:
         import_onnxruntime()
     except ExtraMissingError:
-        embed = torch_embedder(name)
-
-        def run(faces: np.ndarray) -> np.ndarray:
-            with torch.no_grad():
-                return embed(torch.from_numpy(np.ascontiguousarray(faces, np.float32))).numpy()
-
-        return run
+        return numpy_torch_embedder(name)
     return ort_embedder(name)
+
+
+def numpy_torch_embedder(name: str) -> Callable[[np.ndarray], np.ndarray]:
+    """The torch embedder without gradients, numpy in and out: (B, 3, S, S) [0, 1] -> (B, D) unit vectors."""
+    embed = torch_embedder(name)
+
+    def run(faces: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return embed(torch.from_numpy(np.ascontiguousarray(faces, np.float32))).numpy()
+
+    return run
