@@ -7,7 +7,10 @@
 Each backend runs in its own process (so its peak RSS is its own), built by facecloak.assemble exactly
 as `facecloak enroll` builds it. "first use" is building the enroller plus the first enrollment: for
 "auto" on a cold cache it includes the one-time AOT compilation (use --cold to force that).
-Prints per backend: first use, median steady-state enrollment with its stages, x vs torch eager, peak RSS.
+Prints per backend: first use, median steady-state enrollment with its stages, x vs torch eager, peak RSS;
+then the compute floor: the optimise stage's FLOPs (surrogate forward + backward, counted by PyTorch)
+against this machine's fp32 matmul peak, i.e. the fastest the stage could run if every FLOP ran at
+peak, and the share of that peak each backend achieved.
 State the machine load with the figures (printed at the end).
 """
 
@@ -54,6 +57,36 @@ def measure(backend: str, surrogates: tuple[str, ...], views: int, iterations: i
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+def matmul_peak_gflops(threads: int, side: int = 2048, rounds: int = 10) -> float:
+    """Best fp32 matmul throughput on ``threads`` threads: the machine's practical peak for dense work."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.rand(side, side), torch.rand(side, side)
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * side**3 / best / 1e9
+
+
+def optimise_gflop(surrogates: tuple[str, ...], views: int, iterations: int) -> float:
+    """FLOPs of the PGD iterations: each surrogate's forward and backward on every view, every iteration."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from facecloak.models import torch_embedder
+
+    total = 0
+    for name in surrogates:
+        batch = torch.rand(views, 3, 112, 112, requires_grad=True)  # the aligned frame; embedders resize
+        with FlopCounterMode(display=False) as counter:
+            torch_embedder(name)(batch).sum().backward()
+        total += counter.get_total_flops()
+    return total * iterations / 1e9
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backends", default=f"{BASELINE},auto", help="comma list; the first is the baseline")
@@ -93,6 +126,13 @@ def main() -> None:
               f"{r['peak_rss_mib']:7.0f}MiB  {stages}")
         for note in r["notes"]:
             print(f"  note: {note}")
+    threads = os.cpu_count() or 1
+    peak, work = matmul_peak_gflops(threads), optimise_gflop(surrogates, args.views, args.iterations)
+    print(f"compute floor: optimise stage {work:.0f} GFLOP; fp32 matmul peak {peak:.0f} GFLOP/s on {threads} threads "
+          f"-> {work / peak:.2f}s if every FLOP ran at peak")
+    for asked, r in zip(args.backends.split(","), results):
+        achieved = work / r["stages_s"]["optimise"]
+        print(f"  {asked:10s} optimise {r['stages_s']['optimise']:.2f}s = {achieved:.0f} GFLOP/s ({achieved / peak:.0%} of peak)")
     print(f"load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
 
 
