@@ -72,6 +72,10 @@ def test_quick_leave_one_out_rows_are_black_box_and_reported(tmp_path):
     text = write_report(results, tmp_path).read_text()
     assert "## Leave-one-out: each recogniser attacks a mask learned from all the others" in text
     assert "| sface | facenet+ms1m | black-box |" in text and "| ms1m | sface+facenet | black-box |" in text
+    loo = text.split("## Leave-one-out: each recogniser attacks")[1].split("\n## ")[0]  # with the cloaked-photo attacks
+    assert "| clean (no cloak) | - | sface | none |" in loo and "| ours (full) | facenet+ms1m | sface | black-box |" in loo
+    for r in matrix:
+        assert 0 <= r["cloaked_gallery_top1_psr"] <= 1 and 0 <= r["linked"] <= 1 and r["person_pairs"] == [1, 1]
     section = text.split("## The shipped default (sface+facenet) vs every recogniser outside it")[1].split("##")[0]
     assert "| ms1m | sface+facenet | black-box |" in section and "| sface |" not in section
     assert "Not attacked in this run: faceplugin, sirius (evaluation only)." in section

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from facecloak.evaluate.metrics import (
-    NO_FACE_SCORE, NOT_FOUND, identity_scores, impostor_scores, psr_at_k, threshold_at_far, true_ranks,
-    verification_psr,
+    NO_FACE_SCORE, NOT_FOUND, best_other_scores, cloaked_gallery_counts, identity_scores, impostor_scores, linked_counts,
+    pair_scores, psr_at_k, threshold_at_far, true_ranks, verification_psr,
 )
 
 
@@ -111,3 +111,59 @@ def test_verification_psr_at_threshold():
     assert verification_psr(genuine, 0.4) == pytest.approx(3 / 5)  # 0.2 and both missed-face pairs rejected
     assert verification_psr(genuine, 0.1) == pytest.approx(2 / 5)
     assert np.isnan(verification_psr([], 0.4))
+
+
+# One person's three cloaked probes and a clean gallery of identity 0 (the person, two photos) and identity 1.
+# Cloaked photos 0 and 1 carry the same pattern (the same place in embedding space); photo 2 does not.
+CLOAKED = np.stack([unit(1, 0, 0), unit(1, 0, 0), unit(0.6, 0.8, 0)])
+GALLERY = np.stack([unit(0, 0, 1), unit(0, 0.1, 1), unit(0.6, 0.8, 0.3)])
+LABELS = np.array([0, 0, 1])
+
+
+def cloaked_outcomes(found: list[bool]) -> tuple[np.ndarray, np.ndarray]:
+    scores = identity_scores(CLOAKED @ GALLERY.T, LABELS, 2)
+    return pair_scores(CLOAKED, np.array(found)), best_other_scores(scores, truth=0)
+
+
+def test_pair_scores_are_the_upper_triangle_with_missing_faces_nan():
+    pairs, other = cloaked_outcomes([True, True, True])
+    assert pairs == pytest.approx([1.0, 0.6, 0.6])  # (0, 1), (0, 2), (1, 2)
+    assert other == pytest.approx(GALLERY[2] @ CLOAKED.T)  # identity 1, the only other identity
+    pairs, _ = cloaked_outcomes([True, False, True])
+    assert np.isnan(pairs[0]) and pairs[1] == pytest.approx(0.6) and np.isnan(pairs[2])
+    assert best_other_scores(np.array([[0.9, 0.2, 0.4]]), truth=0) == pytest.approx([0.4])
+
+
+def test_cloaked_gallery_attack_ranks_each_probe_against_one_cloaked_photo():
+    pairs, other = cloaked_outcomes([True, True, True])
+    # other = (0.57, 0.57, 0.96): probes 0 and 1 are recognised from any cloaked photo (1.0 and 0.6 beat 0.57);
+    # probe 2 is nearer identity 1's clean photo (0.96) than any cloaked photo of the person (0.6).
+    assert cloaked_gallery_counts(pairs, other, [True, True, True]) == (2, 6)  # (2, 0) and (2, 1) protected
+    # Against the clean gallery the person's clean photos are far from every cloaked probe: all protected.
+    assert true_ranks(identity_scores(CLOAKED @ GALLERY.T, LABELS, 2), [0, 0, 0]).tolist() == [1, 1, 1]
+
+
+def test_cloaked_gallery_ties_go_to_the_attacker():
+    pairs = np.array([0.5])
+    assert cloaked_gallery_counts(pairs, [0.5, 0.5], [True, True]) == (0, 2)  # a tie is a recognition
+    assert cloaked_gallery_counts(pairs, [0.5001, 0.4], [True, True]) == (1, 2)
+
+
+def test_cloaked_gallery_missing_faces():
+    # Photo 1 has no face: as a probe it is protected (trials (1, 0), (1, 2)); as the gallery photo
+    # it cannot be enrolled, so (0, 1) and (2, 1) are no trials at all.
+    found = [True, False, True]
+    pairs, other = cloaked_outcomes(found)
+    assert cloaked_gallery_counts(pairs, other, found) == (3, 4)  # (1, 0), (1, 2), (2, 0) protected; (0, 2) not
+    assert cloaked_gallery_counts(pairs, other, [False, False, True]) == (2, 2)  # only photo 2 can be the gallery entry
+    assert cloaked_gallery_counts([], [0.3], [True]) == (0, 0)  # one probe: no pair
+
+
+def test_linked_pairs_at_the_threshold():
+    pairs, _ = cloaked_outcomes([True, True, True])
+    assert linked_counts(pairs, 0.7) == (1, 3)
+    assert linked_counts(pairs, 0.6 - 1e-9) == (3, 3)
+    assert linked_counts([0.5, 0.49], 0.5) == (1, 2)  # accepted at score >= threshold, as threshold_at_far's rule
+    missing, _ = cloaked_outcomes([True, False, True])
+    assert linked_counts(missing, 0.0) == (1, 3)  # pairs with photo 1 (no face) are never linked
+    assert linked_counts([], 0.5) == (0, 0)

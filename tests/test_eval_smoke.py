@@ -75,11 +75,26 @@ def test_clean_photos_are_recognised_and_per_image_pgd_protects(run):
     assert rows(results, "ours", "facenet")["flip_visible"] > rows(results, "noise", "facenet")["flip_visible"]
 
 
+def test_cloaked_gallery_attack_and_linkability_are_measured(run):
+    _, results, _, _ = run
+    for r in results["rows"]:  # 2 people x 2 probes: 2 ordered trials and 1 pair per person
+        assert r["person_pairs"] == [1, 1] and all(0 <= n <= 2 for n in r["person_trials"]), r
+        for key in ("cloaked_gallery_top1_psr", "linked"):
+            low, high = r[f"{key}_ci"]
+            assert 0.0 <= low <= r[key] <= high <= 1.0, (key, r)
+    # Clean photos of one person verify as that person at FAR 1e-3 under SFace (LFW: nearly all clean pairs do),
+    # and a clean gallery photo identifies the person's other clean photo: no protection.
+    clean = rows(results, "clean", "sface")
+    assert clean["linked"] >= 0.5 and clean["cloaked_gallery_top1_psr"] <= 0.5
+
+
 def test_report_and_resume(run):
     out, results, anchors, _ = run
     text = write_report(results, out).read_text()
     assert "| per-image PGD (reference) | facenet | facenet | white-box |" in text
     assert "| no face | face FLIP | face > 0.2 | face SSIM | SSIM | PSNR dB | probes |" in text
+    assert "| clean-gallery top-1 PSR (95% CI) | cloaked-gallery top-1 PSR (95% CI) | linked pairs (95% CI) |" in text
+    assert "| ours (full) | facenet | sface | black-box |" in text.split("## Cloaked-gallery attack and linkability")[1]
     assert (out / "psr_vs_jpeg.png").exists() is False  # one JPEG setting: no sweep plot
     seen = []
     again = run_eval(TINY, out, resume=True, anchors=anchors, on_person=lambda *a: seen.append(a))

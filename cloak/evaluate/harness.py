@@ -1,7 +1,8 @@
 """Per-person evaluation: learn every mask from photo 1, cloak photos 2.., attack them, record outcomes.
 
-One record per person holds raw per-probe outcomes (ranks, genuine scores, quality), so figures
-are aggregated afterwards and partial or resumed runs give the same numbers.
+One record per person holds raw per-probe outcomes (ranks, genuine scores, best other identity, scores
+between the person's cloaked probes, quality), so figures are aggregated afterwards and partial or
+resumed runs give the same numbers.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from ..optimise.torch_step import SurrogateTarget
 from ..views import ViewRequest
 from .attacker import Attacker, AttackerGallery, build_attacker_gallery, photo_key
 from .baselines import centre_mask, face_budget, noise_mask, per_image_masks, shipped
-from .metrics import NO_FACE_SCORE, NOT_FOUND, identity_scores, true_ranks
+from .metrics import NO_FACE_SCORE, NOT_FOUND, best_other_scores, identity_scores, pair_scores, true_ranks
 from .protocol import (ENSEMBLE, NO_SURROGATE, Dataset, EvalConfig, Person, anchor_gallery, ensemble_label, load_dataset,
                        person_seed, upload)
 from .summary import FACE_FIELDS
@@ -236,15 +237,25 @@ class Harness:
         return entry
 
     def _outcomes(self, emb: np.ndarray, found: np.ndarray, model: str, identity: str, keys: list[str]) -> dict:
-        """Rank of the true identity (leave-one-out) and genuine-pair scores for each probe."""
+        """Per probe: rank of the true identity (leave-one-out), genuine-pair scores and the best other
+        identity's score; and the scores of every pair of the person's probes (null: a face missing).
+
+        ``other`` and ``pairs`` let the summary run the cloaked-gallery attack and linkability
+        (``metrics.cloaked_gallery_counts``, ``metrics.linked_counts``) without the gallery.
+        """
         g = self.gallery
         truth = g.index(identity)
         gallery_keys = np.array(g.keys)
         sims = emb @ g.embeddings[model].T
         keep = gallery_keys[None, :] != np.array(keys)[:, None]  # the probe's own clean photo is left out
-        ranks = true_ranks(identity_scores(sims, g.labels, len(g.identities), keep), [truth] * len(keys))
+        scores = identity_scores(sims, g.labels, len(g.identities), keep)
+        ranks = true_ranks(scores, [truth] * len(keys))
         genuine = []
         for i, ok in enumerate(found):
             pairs = keep[i] & (g.labels == truth)
             genuine.append([round(float(s), 4) for s in sims[i, pairs]] if ok else [NO_FACE_SCORE] * int(pairs.sum()))
-        return {"rank": [int(r) if ok else NOT_FOUND for r, ok in zip(ranks, found)], "genuine": genuine}
+        return {
+            "rank": [int(r) if ok else NOT_FOUND for r, ok in zip(ranks, found)], "genuine": genuine,
+            "other": [_rounded(float(s)) if ok else None for s, ok in zip(best_other_scores(scores, truth), found)],
+            "pairs": [None if np.isnan(s) else _rounded(float(s)) for s in pair_scores(emb, found)],
+        }

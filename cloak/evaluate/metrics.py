@@ -1,4 +1,5 @@
-"""Protection metrics: identification rank, top-k PSR, threshold at a FAR, verification PSR.
+"""Protection metrics: identification rank, top-k PSR, threshold at a FAR, verification PSR, and the
+cloaked-gallery attack and linkability of one person's cloaked photos.
 
 Pure numpy on embeddings and labels, so every rule can be checked on hand-made galleries.
 Ties go to the attacker: a probe counts as recognised if its true identity scores at least as
@@ -84,3 +85,56 @@ def verification_psr(genuine: Sequence[Sequence[float]], threshold: float) -> fl
     if not flat:
         return float("nan")
     return float(np.mean(np.asarray(flat) < threshold))
+
+
+def pair_scores(emb: np.ndarray, found: np.ndarray) -> np.ndarray:
+    """Cosine similarity of every pair i < j of one person's photos, in ``np.triu_indices(N, 1)`` order.
+
+    ``emb`` (N, D) unit embeddings; a pair where either photo has no detected face (``found`` False) is NaN.
+    """
+    found = np.asarray(found, dtype=bool)
+    i, j = np.triu_indices(len(found), k=1)
+    sims = np.asarray(emb, dtype=np.float64) @ np.asarray(emb, dtype=np.float64).T
+    return np.where(found[i] & found[j], sims[i, j], np.nan)
+
+
+def best_other_scores(scores: np.ndarray, truth: int) -> np.ndarray:
+    """(P, n_ids) identity scores -> (P,) best score of any identity but ``truth``: what the true identity
+    must reach to be top-1, whatever its own gallery entries are."""
+    others = np.delete(np.atleast_2d(scores), truth, axis=1)
+    return others.max(axis=1) if others.shape[1] else np.full(others.shape[0], -np.inf)
+
+
+def _square(pairs: np.ndarray, n: int) -> np.ndarray:
+    """Upper-triangle pair scores (``pair_scores`` order) -> symmetric (n, n) matrix, NaN on the diagonal."""
+    out = np.full((n, n), np.nan)
+    i, j = np.triu_indices(n, k=1)
+    out[i, j] = out[j, i] = pairs
+    return out
+
+
+def cloaked_gallery_counts(pairs: Sequence[float], other: Sequence[float], found: Sequence[bool]) -> tuple[int, int]:
+    """Cloaked-gallery attack on one person: (protected trials, trials).
+
+    Trial (i, j), i != j: probe i against a gallery where the person is represented only by their
+    cloaked photo j and every other identity by its clean entries (``other``: ``best_other_scores``).
+    The person is top-1 when pairs(i, j) >= other[i] (ties go to the attacker). A probe with no
+    detected face is protected; a photo j with no detected face cannot be enrolled, so its trials are skipped.
+    """
+    found = np.asarray(found, dtype=bool)
+    n = len(found)
+    sims = _square(np.asarray(pairs, dtype=np.float64), n)
+    other = np.asarray(other, dtype=np.float64)
+    trials = found[None, :] & ~np.eye(n, dtype=bool)  # column j: the gallery photo
+    recognised = found[:, None] & (sims >= other[:, None])
+    return int((trials & ~recognised).sum()), int(trials.sum())
+
+
+def linked_counts(pairs: Sequence[float], threshold: float) -> tuple[int, int]:
+    """Linkability of one person's cloaked photos: (pairs verified as the same person, pairs).
+
+    A pair i < j is linked when its score is >= the verification ``threshold`` (accept rule of
+    ``threshold_at_far``); a pair with a missing face (NaN) is not linked.
+    """
+    pairs = np.asarray(pairs, dtype=np.float64)
+    return int((pairs >= threshold).sum()), int(pairs.size)

@@ -69,9 +69,48 @@ def main_rows(results: dict) -> list[dict]:
     return [r for r in results["rows"] if r["jpeg"] == cfg["jpeg"][0] and r["scale"] == 1.0]
 
 
-def _interval_label(row: dict) -> str:
-    ci = row.get("top1_psr_ci")
+def _interval_label(row: dict, key: str = "top1_psr") -> str:
+    ci = row.get(f"{key}_ci")
     return "–" if not ci else f"{100 * ci[0]:.1f}–{100 * ci[1]:.1f}"
+
+
+def _with_interval(row: dict, key: str) -> str:
+    """A share and its 95% interval, e.g. "53.0% (41.2–64.0)"; – for rows recorded before it was measured."""
+    return "–" if row.get(key) is None else f"{_pct(row[key])} ({_interval_label(row, key)})"
+
+
+CLOAKED = ("Cloaked photos against each other. **Cloaked gallery**: the attacker holds one labelled cloaked "
+           "photo of the person (instead of their clean photos) and the usual clean photos of everyone else; each "
+           "other cloaked photo of the person is a probe (every ordered pair of the person's probes, top-1, ties to "
+           "the attacker; a gallery photo with no face found is not used). **Linked**: share of same-person cloaked "
+           "pairs the attacker verifies at its FAR threshold (a pair with a face not found is not linked); "
+           "lower is better. Clean rows: the same attacks on clean photos, the reference.")
+
+
+def _total(per_person: Sequence[int | None] | None) -> str:
+    counts = [n for n in per_person or () if n is not None]
+    return str(sum(counts)) if counts else "–"
+
+
+def cloaked_table(rows: Sequence[dict]) -> str:
+    """Clean-gallery top-1 PSR beside the cloaked-gallery attack and linkability, with intervals."""
+    lines = ["| method | surrogate | target | box | clean-gallery top-1 PSR (95% CI) | cloaked-gallery top-1 PSR (95% CI) "
+             "| linked pairs (95% CI) | trials | pairs |", "|" + "---|" * 9]
+    for r in rows:
+        counts = [_total(r.get(key)) for key in ("person_trials", "person_pairs")]
+        lines.append(f"| {LABELS.get(r['method'], r['method'])} | {r['surrogate']} | {r['target']} | {r['box']} | "
+                     f"{_with_interval(r, 'top1_psr')} | {_with_interval(r, 'cloaked_gallery_top1_psr')} | "
+                     f"{_with_interval(r, 'linked')} | {counts[0]} | {counts[1]} |")
+    return "\n".join(lines)
+
+
+def cloaked_section(results: dict) -> list[str]:
+    """The cloaked-photo attacks on the black-box rows and the clean/noise references; none for older results."""
+    rows = [r for r in main_rows(results) if r["box"] in ("black-box", "none")]
+    if all(r.get("cloaked_gallery_top1_psr") is None for r in rows):
+        return []
+    return [f"## Cloaked-gallery attack and linkability: black-box rows, JPEG {_jpeg_label(results['config']['jpeg'][0])}",
+            "", CLOAKED, "", cloaked_table(rows), ""]
 
 
 def table(rows: Sequence[dict], intervals: bool = False) -> str:
@@ -144,6 +183,11 @@ def ensemble_sections(results: dict) -> list[str]:
                   "Enroll s/person: our enrollment from that ensemble plus applying the mask to the probes, "
                   "mean over people (stage timings; shared CPU, so indicative).", "",
                   ensemble_table(results, loo), ""]
+        if any(r.get("cloaked_gallery_top1_psr") is not None for r in loo):
+            clean = {r["target"]: r for r in main_rows(results) if r["method"] == "clean"}
+            paired = [x for r in loo for x in ([clean[r["target"]]] if r["target"] in clean else []) + [r]]
+            parts += ["The same rows against cloaked photos, each after its attacker's clean row. " + CLOAKED, "",
+                      cloaked_table(paired), ""]
     default = frozenset(DEFAULT_SURROGATES)
     shipped = [r for r in ours if row_models(r, cfg) == default]
     if shipped:
@@ -352,6 +396,7 @@ def write_report(results: dict, out_dir: Path, title: str = "FaceCloak protectio
         "",
         BAR,
         "",
+        *cloaked_section(results),
         *ensemble_sections(results),
         f"## Against the aim (black-box top-1 PSR >= {AIM_PSR:.0%} at SSIM >= {AIM_SSIM}, JPEG {_jpeg_label(cfg['jpeg'][0])})",
         "",

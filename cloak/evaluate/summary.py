@@ -7,9 +7,9 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from .metrics import NOT_FOUND, protected_at_k, psr_at_k, verification_psr
+from .metrics import NOT_FOUND, cloaked_gallery_counts, linked_counts, protected_at_k, psr_at_k, verification_psr
 from .protocol import METHODS, EvalConfig, members_of
-from .uncertainty import psr_interval
+from .uncertainty import Interval, psr_interval
 
 # Per-probe face figures a record keeps (facecloak.apply.Quality's names), pooled into rows under the same keys.
 FACE_FIELDS = ("face_ssim", "flip_mean", "flip_p99", "flip_visible")
@@ -42,12 +42,29 @@ def _budget(method: str, scale: float, cfg: EvalConfig) -> dict[str, float | Non
     return {"eps": round(cfg.eps * scale * 255, 2), "eps_focus": round(focus * scale * 255, 2)}
 
 
+def _per_person(counts: Sequence[tuple[int, int, int]], people: int) -> tuple[list, list, Interval | None]:
+    """(index, hits, total) per person -> hits and totals in ``records`` order (None: no figure for that
+    person) and the pooled share's people-bootstrap interval (None: no person with a total)."""
+    hits, totals = [None] * people, [None] * people
+    for index, hit, total in counts:
+        hits[index], totals[index] = hit, total
+    return hits, totals, psr_interval(hits, totals) if any(totals) else None
+
+
+def _share(key: str, ci: Interval | None) -> dict:
+    """A pooled share and its interval as row fields ``key`` and ``key_ci`` (None when not measured)."""
+    return {key: None if ci is None else ci.value, f"{key}_ci": None if ci is None else [ci.low, ci.high]}
+
+
 def summarise(records: Sequence[dict], cfg: EvalConfig, thresholds: dict[str, float]) -> list[dict]:
     """Pool every person's probes per row. PSNR skips identical photos (infinite PSNR), face figures probes
     with no face found by the defender.
 
-    Each row also keeps its per-person top-1 counts (``person_top1`` protected of ``person_probes``, in
-    ``records`` order, None where a person lacks the row) so intervals and paired gaps can be drawn later.
+    Each row also keeps its per-person counts, in ``records`` order, None where a person lacks the row
+    (or, for the cloaked-photo figures, was recorded before they were kept), so intervals and paired gaps
+    can be drawn later: top-1 (``person_top1`` protected of ``person_probes``), cloaked-gallery attack
+    (``person_cloaked_gallery`` protected of ``person_trials``) and linkability (``person_linked`` of
+    ``person_pairs``).
     """
     pooled: dict[tuple, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for index, record in enumerate(records):
@@ -56,6 +73,12 @@ def summarise(records: Sequence[dict], cfg: EvalConfig, thresholds: dict[str, fl
                 for target, out in per_model.items():
                     acc = pooled[(v["method"], v["surrogate"], v["scale"], target, int(jpeg))]
                     acc["person_top1"].append((index, int(protected_at_k(out["rank"], 1).sum()), len(out["rank"])))
+                    if "pairs" in out:  # absent from records written before the cloaked-photo attacks were kept
+                        found = np.asarray(out["rank"]) != NOT_FOUND
+                        pairs = [np.nan if p is None else p for p in out["pairs"]]
+                        other = [np.nan if o is None else o for o in out["other"]]
+                        acc["person_cloaked"].append((index, *cloaked_gallery_counts(pairs, other, found)))
+                        acc["person_linked"].append((index, *linked_counts(pairs, thresholds[target])))
                     acc["rank"] += out["rank"]
                     acc["genuine"] += out["genuine"]
                     acc["ssim"] += v["ssim"]
@@ -67,10 +90,9 @@ def summarise(records: Sequence[dict], cfg: EvalConfig, thresholds: dict[str, fl
     rows = []
     for (method, surrogate, scale, target, jpeg), acc in pooled.items():
         ranks = acc["rank"]
-        top1, probes = [None] * len(records), [None] * len(records)
-        for index, protected, count in acc["person_top1"]:
-            top1[index], probes[index] = protected, count
-        ci = psr_interval(top1, probes)
+        top1, probes, ci = _per_person(acc["person_top1"], len(records))
+        cloaked, trials, cloaked_ci = _per_person(acc["person_cloaked"], len(records))
+        linked, pairs, linked_ci = _per_person(acc["person_linked"], len(records))
         if len(set(acc["models"])) > 1:
             raise ValueError(f"row {method}/{surrogate}: masks learned from different models {sorted(set(acc['models']))}")
         models = acc["models"][0] if acc["models"] else members_of(surrogate, cfg.surrogates)
@@ -80,10 +102,12 @@ def summarise(records: Sequence[dict], cfg: EvalConfig, thresholds: dict[str, fl
             "scale": scale, **_budget(method, scale, cfg),
             "jpeg": jpeg, "resize": cfg.resize, "probes": len(ranks),
             "top1_psr": round(psr_at_k(ranks, 1), 4), "top1_psr_ci": [ci.low, ci.high], "top5_psr": round(psr_at_k(ranks, 5), 4),
+            **_share("cloaked_gallery_top1_psr", cloaked_ci), **_share("linked", linked_ci),
             "verification_psr": round(verification_psr(acc["genuine"], thresholds[target]), 4),
             "no_face": round(float(np.mean(np.asarray(ranks) == NOT_FOUND)), 4) if ranks else None,
             "ssim": _mean(acc["ssim"]), "psnr": _mean(acc["psnr"]), **{key: _mean(acc[key]) for key in FACE_FIELDS},
-            "person_top1": top1, "person_probes": probes,
+            "person_top1": top1, "person_probes": probes, "person_cloaked_gallery": cloaked, "person_trials": trials,
+            "person_linked": linked, "person_pairs": pairs,
         })
     order = {m: i for i, m in enumerate(METHODS)}
     rows.sort(key=lambda r: (r["jpeg"] != cfg.jpeg[0], r["jpeg"], r["scale"] != 1.0, r["scale"], r["target"],
