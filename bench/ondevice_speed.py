@@ -66,7 +66,7 @@ def naive_full_frame(frame: np.ndarray, mask_values: np.ndarray, matrix: np.ndar
 
 def opencv_roi_in_place(frame: np.ndarray, mask, landmarks: np.ndarray) -> None:
     """The server's apply restricted to the ROI (warp_mask_to_photo + add/round/clip), in place."""
-    warped, (x0, y0, x1, y1) = warp_mask_to_photo(mask, landmarks, frame.shape[:2])
+    warped, (x0, y0, x1, y1) = warp_mask_to_photo(mask, landmarks, frame)
     region = frame[y0:y1, x0:x1].astype(np.float32) + warped * 255.0
     frame[y0:y1, x0:x1] = np.clip(np.round(region), 0, 255).astype(np.uint8)
 

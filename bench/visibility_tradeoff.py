@@ -1,15 +1,23 @@
-"""Visibility against protection for the luminance-first budget (PGDConfig.chroma_ratio, issue 13).
+"""Visibility against protection for the cloak's visibility settings (issue 13), side by side in one run.
+
+Variants (``--variants``, comma-separated; settings within one joined by "+"):
+``chroma:R`` the luminance-first budget (PGDConfig.chroma_ratio = R); ``perceptual:EPS:FLOOR[:CONTRAST]``
+the apply-time perceptual budget (EnrollConfig.perceptual: EPS grey levels on textured face pixels,
+FLOOR of it on flat ones; optimise.perceptual). ``chroma:1`` is today's default.
 
 Per person (LFW, the benchmark's seeded order, people 5.. by default: not the first 5 test people) one
 mask is learned from photo 1 by the core's enrollment (sface + facenet ensemble, torch backend) for
-each chroma ratio, then applied with ``facecloak.apply`` to photos 2-4 at full resolution. Printed
-side by side, one row per ratio: what people see (``measure_quality`` on the photo: face-box FLIP
+each variant, then applied with ``facecloak.apply`` to photos 2-4 at full resolution. Printed
+side by side, one row per variant: what people see (``measure_quality`` on the photo: face-box FLIP
 mean / share > 0.2, face SSIM, full SSIM) and what a recogniser outside the ensemble does (ms1m,
 sirius: cosine of the re-detected, aligned cloaked probe to the clean enrollment photo, and the share
 of probes below the card's match_threshold = protected). ``clean`` is the same with no cloak.
 ``psr/flip`` is (protected share - clean's) / face FLIP mean, averaged over the black-box models.
 
-    FACECLOAK_BACKEND=torch-cpu python bench/visibility_tradeoff.py --people 5:13 --ratios 1,0.5,0.25,0
+    FACECLOAK_BACKEND=torch-cpu python bench/visibility_tradeoff.py --people 5:13 --variants chroma:1,chroma:0.25
+    python bench/visibility_tradeoff.py --variants chroma:1,perceptual:32:0.25,perceptual:24:0.25+chroma:0.5
+
+The earlier chroma-only run (rows labelled by the ratio):
 
 Measured 2026-11-30 (2 shared cores, load average 6-12 from other jobs; the project's quick setting
 ``--views 4 --iterations 5`` to fit; people 5:12 = 7 people x 3 probes = 21 probes, no JPEG):
@@ -48,15 +56,31 @@ from facecloak.faces import FaceDetector, align_largest_face, to_chw_float
 from facecloak.imageio import read_image
 from facecloak.models import get_card, ort_embedder
 from facecloak.optimise import PGDConfig
+from facecloak.optimise.perceptual import PerceptualBudget
+
+
+def variant_config(spec: str, base: EnrollConfig, pgd: PGDConfig) -> EnrollConfig:
+    """``chroma:R+perceptual:EPS:FLOOR[:CONTRAST]`` -> the enrollment settings it names."""
+    config = replace(base, pgd=pgd)
+    for part in spec.split("+"):
+        kind, *values = part.split(":")
+        if kind == "chroma":
+            config = replace(config, pgd=replace(config.pgd, chroma_ratio=float(values[0])))
+        elif kind == "perceptual":
+            extra = {"contrast": float(values[2])} if len(values) > 2 else {}
+            config = replace(config, perceptual=PerceptualBudget(eps=float(values[0]) / 255, floor=float(values[1]), **extra))
+        else:
+            raise SystemExit(f"unknown variant setting {part!r} (chroma:R or perceptual:EPS:FLOOR[:CONTRAST])")
+    return config
 
 
 def table(rows: dict[str, list[dict]], targets: list[str], thresholds: dict[str, float], args: argparse.Namespace,
           pgd: PGDConfig, base: EnrollConfig, elapsed: float) -> None:
-    """The side-by-side rows, one per chroma ratio (printed after every person, so a cut-short run still reports)."""
+    """The side-by-side rows, one per variant (printed after every person, so a cut-short run still reports)."""
     n_people = len({r["person"] for r in rows["clean"]})
     print(f"\n{n_people} people x {args.probes} probes ({len(rows['clean'])} scored), jpeg {args.jpeg or 'none'}, "
           f"{base.views} views, {pgd.iterations} iterations, grad_sigma {pgd.grad_sigma:g}, {elapsed:.0f} s")
-    head = f"{'chroma':>7} {'flipMean':>8} {'flip>0.2':>8} {'faceSSIM':>8} {'SSIM':>7}"
+    head = f"{'variant':>24} {'flipMean':>8} {'flip>0.2':>8} {'faceSSIM':>8} {'SSIM':>7}"
     for t in targets:
         head += f" {'cos_' + t:>11} {'prot_' + t:>11}"
     print(head + f" {'psr/flip':>8} {'dcos':>11}")
@@ -65,7 +89,7 @@ def table(rows: dict[str, list[dict]], targets: list[str], thresholds: dict[str,
         if not recs:
             continue
         mean = {k: float(np.mean([r[k] for r in recs])) for k in recs[0] if k != "person"}
-        line = f"{label:>7} {mean['flip_mean']:8.4f} {100 * mean['flip_visible']:7.1f}% {mean['face_ssim']:8.4f} {mean['ssim']:7.4f}"
+        line = f"{label:>24} {mean['flip_mean']:8.4f} {100 * mean['flip_visible']:7.1f}% {mean['face_ssim']:8.4f} {mean['ssim']:7.4f}"
         gains = []
         for t in targets:
             prot = float(np.mean([r[f"cos_{t}"] < thresholds[t] for r in recs]))
@@ -87,7 +111,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--people", default="5:13", help="START:STOP slice of the benchmark's people order")
     parser.add_argument("--probes", type=int, default=3, help="held-out photos per person (photos 2..)")
-    parser.add_argument("--ratios", default="1,0.5,0.25,0", help="chroma_ratio values, comma-separated")
+    parser.add_argument("--variants", default="chroma:1,perceptual:32:0.25,perceptual:24:0.25",
+                        help="comma-separated variants (see above); chroma:1 is today's default")
     parser.add_argument("--targets", default="ms1m,sirius", help="black-box recognisers (not in the ensemble)")
     parser.add_argument("--iterations", type=int, default=0, help="PGD iterations (0: the core's default)")
     parser.add_argument("--views", type=int, default=0, help="enrollment views (0: the core's default)")
@@ -100,7 +125,7 @@ def main() -> None:
     print("load:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
           f"| backend {os.environ.get('FACECLOAK_BACKEND', 'torch (default)')}, threads {args.threads}")
     start, stop = (int(v) for v in args.people.split(":"))
-    ratios = [float(r) for r in args.ratios.split(",")]
+    variants = args.variants.split(",")
     targets = args.targets.split(",")
     base = EnrollConfig(check_views=0)
     if args.views:
@@ -114,7 +139,8 @@ def main() -> None:
     enroller = Enroller(detector=detector, gallery=gallery)
     embed = {t: ort_embedder(t) for t in targets}
     thresholds = {t: get_card(t).match_threshold for t in targets}
-    rows: dict[str, list[dict]] = {"clean": [], **{f"{r:g}": [] for r in ratios}}
+    configs = {v: variant_config(v, base, pgd) for v in variants}
+    rows: dict[str, list[dict]] = {"clean": [], **{v: [] for v in variants}}
     started = time.perf_counter()
     for person in dataset.people[start:stop]:
         enrollment = read_image(person.photos[0])
@@ -144,13 +170,13 @@ def main() -> None:
 
         score("clean", probes)
         seed = person_seed(0, person.name)
-        for r in ratios:
+        for label, config in configs.items():
             t0 = time.perf_counter()
-            result = enroller.enroll(enrollment, replace(base, seed=seed, pgd=replace(pgd, chroma_ratio=r)))
+            result = enroller.enroll(enrollment, replace(config, seed=seed))
             cloaked = [photo if face is None else apply_mask_with_landmarks(photo, result.mask, face.landmarks)
                        for photo, face in zip(probes, faces)]
-            score(f"{r:g}", cloaked)
-            print(f"  {person.name} chroma_ratio {r:g}: enrolled in {time.perf_counter() - t0:.1f} s "
+            score(label, cloaked)
+            print(f"  {person.name} {label}: enrolled in {time.perf_counter() - t0:.1f} s "
                   f"({', '.join(f'{k} {v:.0f}' for k, v in result.timings.items())})", flush=True)
         table(rows, targets, thresholds, args, pgd, base, time.perf_counter() - started)
         if args.out:

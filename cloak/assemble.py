@@ -14,7 +14,7 @@ import os
 import secrets
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from .anchors import AnchorGallery
@@ -25,6 +25,7 @@ from .errors import BadOptionError
 from .faces import FaceDetector
 from .models import get_card
 from .optimise import PGDConfig
+from .optimise.loop import StepInputs
 from .optimise.backend import OptimiseBackend
 from .views import AugmentViews, ViewGenerator
 from .views.arc2face_select import choose_view_backend
@@ -84,7 +85,8 @@ def build_views(spec: EnrollerSpec, detector: FaceDetector | None = None) -> tup
 
 def aot_folder(spec: EnrollerSpec) -> Path:
     """The user-cache folder of the AOT step for ``spec``'s request shape, keyed by everything that
-    changes the compiled code: model file hashes, surrogate set, views, size, PGD constants, versions, CPU."""
+    changes the compiled code: model file hashes, surrogate set, the step's inputs, views, size, PGD constants,
+    versions, CPU."""
     import torch  # noqa: PLC0415
 
     from facecloak import __version__  # noqa: PLC0415
@@ -92,7 +94,7 @@ def aot_folder(spec: EnrollerSpec) -> Path:
     from facecloak.engines.manifest import sha256_file  # noqa: PLC0415
 
     key = {"models": {m: sha256_file(asset(get_card(m).file)) for m in spec.surrogates}, "order": list(spec.surrogates),
-           "views": spec.views, "size": spec.size, "pgd": spec.pgd.baked(), "facecloak": __version__,
+           "step_inputs": [f.name for f in fields(StepInputs)], "views": spec.views, "size": spec.size, "pgd": spec.pgd.baked(), "facecloak": __version__,
            "torch": torch.__version__, "cpu": cpu_fingerprint()}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     return cache_dir() / "aot" / f"{'-'.join(spec.surrogates)}_v{spec.views}_s{spec.size}_{digest}"

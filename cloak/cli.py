@@ -56,12 +56,14 @@ def _grey_levels(value: str) -> float:
 
 def _enroll_config(args: argparse.Namespace):
     from .enroll import EnrollConfig
+    from .optimise.perceptual import PerceptualBudget
 
     base = EnrollConfig()
     budget = replace(base.budget, eps=args.eps, eps_focus=max(args.eps, args.eps_focus))
     pgd = replace(base.pgd, iterations=args.iterations)
     surrogates = tuple(s for s in args.surrogates.split(",") if s)
-    return replace(base, surrogates=surrogates, views=args.views, seed=args.seed, budget=budget, pgd=pgd)
+    perceptual = PerceptualBudget(eps=budget.eps_focus) if args.perceptual else None
+    return replace(base, surrogates=surrogates, views=args.views, seed=args.seed, budget=budget, pgd=pgd, perceptual=perceptual)
 
 
 def _say(line: str) -> None:
@@ -78,6 +80,8 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     _check_output(out, [args.photo], args.overwrite)
     config = _enroll_config(args)
     config.validate()
+    if args.server and config.perceptual is not None:
+        raise BadOptionError("--perceptual is not available through --server yet: the enrollment API has no field for it")
     photo = read_image(args.photo)
     if args.server:
         from facecloak.clients.python import enroll_remote  # optional: the gRPC client
@@ -162,6 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     enroll.add_argument("--iterations", type=int, default=10)
     enroll.add_argument("--eps", type=_grey_levels, default=8 / 255, help="budget in grey levels (default 8)")
     enroll.add_argument("--eps-focus", type=_grey_levels, default=32 / 255, help="budget on focus pixels (default 32)")
+    enroll.add_argument("--perceptual", action="store_true",
+                        help="perceptual budget: each photo the mask lands on decides how much it carries (up to "
+                        "--eps-focus on textured face pixels, a quarter of it on flat skin, none beside the face); "
+                        "writes mask format 3, which the on-device op does not apply yet")
     enroll.add_argument("--seed", type=int, default=0)
     enroll.add_argument("--server", help="enroll through a FaceCloak server at host:port instead of locally")
     enroll.add_argument("--overwrite", action="store_true", help="allow the output to replace the input photo")

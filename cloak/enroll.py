@@ -18,6 +18,8 @@ from .mask import Mask, decode_mask, encode_mask
 from .models import get_card
 from .optimise import Anchors, Budget, BudgetConfig, PGDConfig, run_pgd
 from .optimise.backend import OptimiseBackend
+from .optimise.budget import border_taper
+from .optimise.perceptual import PerceptualBudget, allowed_amplitude, clip_to_allowed, face_support
 from .views import AugmentViews, ViewGenerator, ViewRequest
 
 Progress = Callable[[str, float], None]
@@ -34,6 +36,9 @@ class EnrollConfig:
     frame: AlignedFrame = AlignedFrame()
     budget: BudgetConfig = BudgetConfig()
     pgd: PGDConfig = PGDConfig()
+    # Set: the perceptual budget (optimise.perceptual) replaces the enrollment photo's fixed budget map;
+    # each view is optimised under its own bound and the mask carries the rule to every applier.
+    perceptual: PerceptualBudget | None = None
 
     def validate(self) -> None:
         if not 1 <= self.views <= 64:
@@ -49,6 +54,8 @@ class EnrollConfig:
             raise BadOptionError(f"seed must be in 0..{MAX_SEED}, got {self.seed}")
         if not 0 < self.budget.eps <= self.budget.eps_focus <= 64 / 255:
             raise BadOptionError("budgets must satisfy 0 < eps <= eps_A <= 64/255")
+        if self.perceptual is not None:
+            self.perceptual.validate()
         self.pgd.validate()
 
 
@@ -129,22 +136,27 @@ class Enroller:
                 chosen = select_anchors(gallery, name, user, get_card(name).match_threshold)
                 anchors[name] = (chosen.near_name, chosen.far_name)
                 anchor_sets[name] = Anchors(chosen.near, chosen.far, user)
-            budget = Budget.of_face(aligned.crop, aligned.frame_landmarks, config.budget)
+            budget = enrollment_budget(aligned.crop, aligned.frame_landmarks, views, config)
         report("anchors", 1.0)
         with _timed(timings, "optimise"):
             step = self.backend.stepper(anchor_sets, len(views), views.shape[-1], config.pgd)
             result = run_pgd(step, views, budget, config.pgd, config.seed, progress=lambda i, n, loss: report("optimise", i / n))
         with _timed(timings, "self_check"):
-            checks = self._self_check(anchor_sets, held_out, result.delta)
-            mask = Mask(delta=np.ascontiguousarray(result.delta.transpose(1, 2, 0)), frame=frame, models=config.surrogates)
+            checks = self._self_check(anchor_sets, held_out, result.delta, config.perceptual)
+            mask = Mask(delta=np.ascontiguousarray(result.delta.transpose(1, 2, 0)), frame=frame, models=config.surrogates,
+                        perceptual=config.perceptual)
             visibility = visibility_on(photo, mask, aligned.face) if config.check_views else None
         report("self_check", 1.0)
         return EnrollResult(mask, aligned.face, anchors, checks, timings, result.losses, visibility)
 
-    def _self_check(self, anchor_sets: dict[str, Anchors], held_out: np.ndarray, delta: np.ndarray) -> list[SelfCheck]:
-        """Mean similarity of held-out views (never optimised on) to the user, without and with the cloak."""
+    def _self_check(self, anchor_sets: dict[str, Anchors], held_out: np.ndarray, delta: np.ndarray,
+                    perceptual: PerceptualBudget | None) -> list[SelfCheck]:
+        """Mean similarity of held-out views (never optimised on) to the user, without and with the cloak
+        (each view receiving what its own perceptual budget lets through, as an applier would)."""
         if len(held_out) == 0:
             return []
+        if perceptual is not None:
+            delta = clip_to_allowed(delta[None], allowed_amplitude(held_out, perceptual))
         cloaked = np.clip(held_out + delta, 0.0, 1.0).astype(np.float32)
         checks = []
         for name, a in anchor_sets.items():
@@ -152,6 +164,16 @@ class Enroller:
             after = float((self.backend.embed(name, cloaked) @ a.user).mean())
             checks.append(SelfCheck(name, before, after, get_card(name).match_threshold))
         return checks
+
+
+def enrollment_budget(crop: np.ndarray, landmarks: np.ndarray, views: np.ndarray, config: EnrollConfig) -> Budget:
+    """The fixed budget map of the enrollment photo, or with a perceptual budget: its largest amplitude on the
+    face support (photo-independent, stored in the delta) and each view's own bound from that view."""
+    if config.perceptual is None:
+        return Budget.of_face(crop, landmarks, config.budget)
+    size = crop.shape[0]
+    support = face_support(landmarks, size) * border_taper(size, config.budget.border_taper_px * size / 112)
+    return Budget(config.perceptual.eps * support, config.budget.eps, allowed_amplitude(views, config.perceptual))
 
 
 def visibility_on(photo: np.ndarray, mask: Mask, face: Face) -> Quality:

@@ -44,7 +44,8 @@ class GraphStepper:
         if np.any(draw.theta[:, 0, 1] != 0) or np.any(draw.theta[:, 1, 0] != 0):
             raise BadOptionError("diversity warps must be scale + shift only (no rotation or shear)")
         size = fixed.views.shape[-1]
-        out = self.run({"views": fixed.views, "bound": fixed.bound, "steps": fixed.steps, **self.anchors,
+        out = self.run({"views": fixed.views, "bound": fixed.bound, "steps": fixed.steps,
+                        "view_bound": fixed.view_bound, **self.anchors,
                         "delta": state.delta, "alpha": state.alpha, "velocity": state.velocity,
                         "theta": np.ascontiguousarray(draw.theta, np.float32),
                         "resample": self.runtime.resample(size, draw.down_size)})

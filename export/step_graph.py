@@ -29,7 +29,7 @@ from facecloak.optimise.torch_step import StepState, SurrogateTarget, pgd_step
 
 from .decompositions import export_decompositions, resampling_matrix
 
-STATE_INPUTS = ("delta", "alpha", "velocity", "views", "bound", "steps", "theta", "resample")
+STATE_INPUTS = ("delta", "alpha", "velocity", "views", "bound", "steps", "view_bound", "theta", "resample")
 STEP_OUTPUTS = ("new_delta", "new_alpha", "new_velocity", "loss")
 ANCHOR_KINDS = ("near", "far", "user")
 
@@ -98,10 +98,10 @@ def step_function(spec: StepSpec, embedders: dict[str, torch.nn.Module] | None =
     def resampled(embed: torch.nn.Module, matrix: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
         return lambda batch: embed(matrix @ batch @ matrix.T)
 
-    def step(delta, alpha, velocity, views, bound, steps, theta, resample, *anchors):  # noqa: ANN001 - traced positionally
+    def step(delta, alpha, velocity, views, bound, steps, view_bound, theta, resample, *anchors):  # noqa: ANN001 - traced positionally
         targets = [SurrogateTarget(resampled(embedders[name], resample), *anchors[3 * i : 3 * i + 3])
                    for i, name in enumerate(spec.models)]
-        state, loss = pgd_step(StepState(delta, alpha, velocity), views, bound, steps, targets, spec.pgd,
+        state, loss = pgd_step(StepState(delta, alpha, velocity), views, bound, steps, view_bound, targets, spec.pgd,
                                theta, views.shape[-1])
         return state.delta, state.alpha, state.velocity, loss
 
@@ -120,17 +120,19 @@ def example_inputs(spec: StepSpec, seed: int = 0) -> tuple[torch.Tensor, ...]:
         dim = get_card(name).embedding_dim
         anchors += [F.normalize(torch.randn(dim, generator=gen), dim=0) for _ in ANCHOR_KINDS]
     steps = torch.full((3, s, s), spec.pgd.step)
-    return (*state, torch.rand(n, 3, s, s, generator=gen), bound, steps, torch.from_numpy(draw.theta), resample_matrix(s, draw.down_size), *anchors)
+    view_bound = torch.rand(n, 1, s, s, generator=gen) * (8 / 255)  # below the bound: the per-view clip is traced live
+    return (*state, torch.rand(n, 3, s, s, generator=gen), bound, steps, view_bound, torch.from_numpy(draw.theta), resample_matrix(s, draw.down_size), *anchors)
 
 
 def unrolled_step_function(spec: StepSpec, k: int) -> Callable[..., tuple[torch.Tensor, ...]]:
     """``k`` chained steps in one function: ``theta`` (K, N, 2, 3) and ``resample`` (K, S, S), losses (K,)."""
     step = step_function(spec)
 
-    def unrolled(delta, alpha, velocity, views, bound, steps, theta, resample, *anchors):  # noqa: ANN001
+    def unrolled(delta, alpha, velocity, views, bound, steps, view_bound, theta, resample, *anchors):  # noqa: ANN001
         losses = []
         for i in range(k):
-            delta, alpha, velocity, loss = step(delta, alpha, velocity, views, bound, steps, theta[i], resample[i], *anchors)
+            delta, alpha, velocity, loss = step(delta, alpha, velocity, views, bound, steps, view_bound, theta[i], resample[i],
+                                                *anchors)
             losses.append(loss)
         return delta, alpha, velocity, torch.stack(losses)
 

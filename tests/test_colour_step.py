@@ -37,11 +37,11 @@ def test_step_with_reduced_chroma_traces_and_exports(ratio: float, tmp_path) -> 
     gen = torch.Generator().manual_seed(1)
     bound = torch.full((3, s, s), 8 / 255)
     inputs = ((torch.rand(3, s, s, generator=gen) * 2 - 1) * bound, torch.ones(s, s), torch.zeros(3, s, s),
-              torch.rand(n, 3, s, s, generator=gen), bound, bound / 4,
+              torch.rand(n, 3, s, s, generator=gen), bound, bound / 4, torch.rand(n, 1, s, s, generator=gen) * (8 / 255),
               torch.eye(2, 3).expand(n, 2, 3).contiguous(), *F.normalize(torch.randn(3, 16, generator=gen), dim=1))
 
-    def step(delta, alpha, velocity, views, bound, steps, theta, near, far, user):  # noqa: ANN001
-        state, loss = pgd_step(StepState(delta, alpha, velocity), views, bound, steps,
+    def step(delta, alpha, velocity, views, bound, steps, view_bound, theta, near, far, user):  # noqa: ANN001
+        state, loss = pgd_step(StepState(delta, alpha, velocity), views, bound, steps, view_bound,
                                [SurrogateTarget(embed, near, far, user)], cfg, theta, s)
         return state.delta, state.velocity, loss
 
@@ -53,7 +53,7 @@ def test_step_with_reduced_chroma_traces_and_exports(ratio: float, tmp_path) -> 
     luma = eager[0].mean(0, keepdim=True)
     if ratio < 1:  # 1.0 is the plain per-channel clip, whose chroma may reach 4/3 of the budget
         assert ((eager[0] - luma).abs().amax(0) <= ratio * bound[0] + 1e-7).all()
-    names = ["delta", "alpha", "velocity", "views", "bound", "steps", "theta", "near", "far", "user"]
+    names = ["delta", "alpha", "velocity", "views", "bound", "steps", "view_bound", "theta", "near", "far", "user"]
     program = torch.onnx.export(graph, inputs, dynamo=True, input_names=names, verbose=False)
     program.save(str(tmp_path / "step.onnx"))
     session = onnxruntime.InferenceSession(str(tmp_path / "step.onnx"), providers=["CPUExecutionProvider"])

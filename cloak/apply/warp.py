@@ -5,9 +5,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..faces import FaceDetector, detect_largest_face, estimate_similarity
-from ..faces.align import invert_similarity
+from ..faces import FaceDetector, detect_largest_face, estimate_similarity, to_chw_float
+from ..faces.align import invert_similarity, warp_to_frame
 from ..mask import Mask
+from ..optimise.perceptual import allowed_amplitude
 
 
 def face_roi(matrix: np.ndarray, size: int, shape: tuple[int, int]) -> tuple[int, int, int, int] | None:
@@ -20,10 +21,20 @@ def face_roi(matrix: np.ndarray, size: int, shape: tuple[int, int]) -> tuple[int
     return None if x0 >= x1 or y0 >= y1 else (x0, y0, x1, y1)
 
 
-def warp_mask_to_photo(mask: Mask, landmarks: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int, int, int]] | None:
+def delta_for_photo(mask: Mask, photo: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """(S, S, 3) delta this photo receives: the stored delta, clipped to the mask's perceptual budget
+    computed from the photo's own face in the mask's frame (``matrix`` maps photo -> frame)."""
+    if mask.perceptual is None:
+        return mask.delta
+    face = to_chw_float(warp_to_frame(photo, matrix, mask.frame))
+    allowed = allowed_amplitude(face, mask.perceptual)[0, 0, :, :, None]
+    return np.clip(mask.delta, -allowed, allowed).astype(np.float32)
+
+
+def warp_mask_to_photo(mask: Mask, landmarks: np.ndarray, photo: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]] | None:
     """The mask warped into photo space over the face's bounding box only (cost independent of photo size)."""
     matrix = estimate_similarity(landmarks, mask.frame.points())
-    roi = face_roi(matrix, mask.frame.size, shape)
+    roi = face_roi(matrix, mask.frame.size, photo.shape[:2])
     if roi is None:
         return None
     x0, y0, x1, y1 = roi
@@ -31,7 +42,7 @@ def warp_mask_to_photo(mask: Mask, landmarks: np.ndarray, shape: tuple[int, int]
     to_frame = matrix.copy()
     to_frame[:, 2] += matrix[:, :2] @ np.array([x0, y0], dtype=np.float64)
     warped = cv2.warpAffine(
-        mask.delta, to_frame, (x1 - x0, y1 - y0),
+        delta_for_photo(mask, photo, matrix), to_frame, (x1 - x0, y1 - y0),
         flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=0,
     )
     return warped, roi
@@ -56,7 +67,7 @@ def add_and_clip(photo: np.ndarray, delta: np.ndarray, roi: tuple[int, int, int,
 
 def apply_mask_with_landmarks(photo: np.ndarray, mask: Mask, landmarks: np.ndarray) -> np.ndarray:
     """Cloak ``photo`` given the face's 5 landmarks (image-left first)."""
-    warped = warp_mask_to_photo(mask, landmarks, photo.shape[:2])
+    warped = warp_mask_to_photo(mask, landmarks, photo)
     return photo.copy() if warped is None else add_and_clip(photo, *warped)
 
 

@@ -3,8 +3,8 @@
 Layout (little-endian; docs/mask-format.md is the normative spec):
 
     0   4  magic b"FCMK"
-    4   2  u16 version (2; version 1 files are still read)
-    6   2  u16 header size H in bytes (29 + model-set length)
+    4   2  u16 version (3 with a perceptual budget, else 2; version 1 files are still read)
+    6   2  u16 header size H in bytes (29 + model-set length, + 13 in version 3)
     8   2  u16 mask side S in pixels (the mask is S x S)
     10  1  u8  channels (3, RGB)
     11  1  u8  template id (1 = 5-point ArcFace)
@@ -14,7 +14,12 @@ Layout (little-endian; docs/mask-format.md is the normative spec):
     24  4  u32 CRC-32 of every other byte of the file (version 1: of the payload only)
     28  1  u8  model-set length n
     29  n  ASCII model names joined by ","
-    29+n   payload: zlib stream of S*S*3 int8 levels, row-major, channel-last (HWC), RGB
+    version 3 only, the perceptual budget (optimise.perceptual; the applier clips the delta to it):
+    29+n    1  u8  rule id (1 = local-contrast masking)
+    30+n    4  f32 eps: largest amplitude on the 0..1 pixel scale
+    34+n    4  f32 floor: share of eps allowed on flat pixels
+    38+n    4  f32 contrast: local luma std from which a pixel counts as fully textured
+    H      payload: zlib stream of S*S*3 int8 levels, row-major, channel-last (HWC), RGB
 """
 
 from __future__ import annotations
@@ -29,11 +34,15 @@ import numpy as np
 
 from ..errors import MaskFormatError
 from ..faces.align import AlignedFrame
+from ..optimise.perceptual import PerceptualBudget
 
 MAGIC = b"FCMK"
-VERSION = 2  # what encode_mask writes
-READ_VERSIONS = (1, 2)
+VERSION = 2  # what encode_mask writes for a mask without a perceptual budget
+PERCEPTUAL_VERSION = 3  # ... and with one: older readers refuse it instead of applying it unclipped
+READ_VERSIONS = (1, 2, 3)
 _FIXED = struct.Struct("<4sHHHBBffIIB")
+_PERCEPTUAL = struct.Struct("<Bfff")
+PERCEPTUAL_RULES = {"local-contrast": 1}
 _CRC_AT = 24  # offset of the 4-byte CRC field, the only bytes a version-2 CRC does not cover
 TEMPLATE_IDS = {"arcface5": 1}
 MIN_SIDE, MAX_SIDE = 8, 1024
@@ -53,7 +62,7 @@ def _max_payload(raw_len: int) -> int:
 
 
 # No valid mask file is larger: readers never need to hold more than this in memory.
-MAX_READ_BYTES = _FIXED.size + 255 + _max_payload(MAX_SIDE * MAX_SIDE * 3)
+MAX_READ_BYTES = _FIXED.size + 255 + _PERCEPTUAL.size + _max_payload(MAX_SIDE * MAX_SIDE * 3)
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,7 @@ class Mask:
     # Two grey levels per stored step: the mask then fits in 16 KiB at 112 px, and the rounding
     # error (at most one grey level) is below what the budget already allows.
     quantum: float = 2.0 / 255.0
+    perceptual: PerceptualBudget | None = None  # None: applied as stored (versions 1 and 2)
 
     def levels(self, quantum: float | None = None) -> np.ndarray:
         """The int8 levels that the file stores, at ``quantum`` (default: the mask's own)."""
@@ -124,24 +134,41 @@ def encode_mask(mask: Mask, max_bytes: int | None = MAX_FILE_BYTES) -> bytes:
     return data
 
 
+def _perceptual_problem(cfg: PerceptualBudget) -> str | None:
+    """Why a stored perceptual budget is invalid (None if it is valid)."""
+    values = (cfg.eps, cfg.floor, cfg.contrast)
+    if not all(math.isfinite(v) for v in values):
+        return "mask perceptual budget is not finite"
+    if not (0 < cfg.eps * 255 <= MAX_AMPLITUDE_GREY + 1e-3 and 0 <= cfg.floor <= 1 and 0 < cfg.contrast <= 1):
+        return "mask perceptual budget is out of range"
+    return None
+
+
 def _encode(mask: Mask, quantum: float) -> bytes:
     names = ",".join(mask.models).encode("ascii")
     if len(names) > 255:
         raise ValueError("model set name too long")
+    version = VERSION if mask.perceptual is None else PERCEPTUAL_VERSION
     size = mask.frame.size
     if mask.delta.shape != (size, size, 3):
         raise ValueError(f"delta shape {mask.delta.shape} does not match frame size {size}")
     template_id = TEMPLATE_IDS.get(mask.frame.template, 0)
     levels = mask.levels(quantum)
-    problem = _header_problem(VERSION, size, template_id, mask.frame.scale, quantum, names) or _levels_problem(levels, quantum)
+    problem = _header_problem(version, size, template_id, mask.frame.scale, quantum, names) or _levels_problem(levels, quantum)
+    extra = b""
+    if mask.perceptual is not None:
+        problem = problem or _perceptual_problem(mask.perceptual)
+        p = mask.perceptual
+        extra = _PERCEPTUAL.pack(PERCEPTUAL_RULES["local-contrast"], p.eps, p.floor, p.contrast)
     if problem:
         raise ValueError(problem)
     payload = zlib.compress(levels.tobytes(), 9)
+    header_size = _FIXED.size + len(names) + len(extra)
     data = bytearray(_FIXED.pack(
-        MAGIC, VERSION, _FIXED.size + len(names), size, 3, template_id,
+        MAGIC, version, header_size, size, 3, template_id,
         mask.frame.scale, quantum, len(payload), 0, len(names),
-    ) + names + payload)
-    struct.pack_into("<I", data, _CRC_AT, _crc(data, VERSION, _FIXED.size + len(names)))
+    ) + names + extra + payload)
+    struct.pack_into("<I", data, _CRC_AT, _crc(data, version, header_size))
     return bytes(data)
 
 
@@ -171,7 +198,7 @@ def _inflate_exactly(payload: bytes | memoryview, size: int) -> bytes:
 
 
 def decode_mask(data: bytes) -> Mask:
-    """Parse and verify a mask file (version 2 or 1); MaskFormatError with the precise reason on any defect."""
+    """Parse and verify a mask file (version 3, 2 or 1); MaskFormatError with the precise reason on any defect."""
     if len(data) < _FIXED.size:
         raise MaskFormatError("not a FaceCloak mask: the file is too short")
     magic, version, header_size, size, channels, template_id, scale, quantum, payload_len, crc, n = _FIXED.unpack_from(data)
@@ -180,14 +207,22 @@ def decode_mask(data: bytes) -> Mask:
     if version not in READ_VERSIONS:
         raise MaskFormatError(f"mask format version {version} is not supported (this build reads versions "
                               f"{', '.join(map(str, READ_VERSIONS))})")
-    if header_size != _FIXED.size + n or channels != 3:
+    extra = _PERCEPTUAL.size if version == PERCEPTUAL_VERSION else 0
+    if header_size != _FIXED.size + n + extra or channels != 3:
         raise MaskFormatError("mask header is corrupted")
     if len(data) != header_size + payload_len:
         raise MaskFormatError(f"mask is truncated or padded: {len(data)} bytes, header says {header_size + payload_len}")
     if _crc(data, version, header_size) != crc:
         raise MaskFormatError("mask is corrupted (checksum mismatch)")
-    names = bytes(data[_FIXED.size:header_size])
+    names = bytes(data[_FIXED.size:_FIXED.size + n])
     problem = _header_problem(version, size, template_id, scale, quantum, names)
+    perceptual = None
+    if extra:
+        rule, eps, floor, contrast = _PERCEPTUAL.unpack_from(data, _FIXED.size + n)
+        perceptual = PerceptualBudget(float(eps), float(floor), float(contrast))
+        if rule not in PERCEPTUAL_RULES.values():
+            problem = problem or f"mask uses unknown perceptual budget rule {rule}"
+        problem = problem or _perceptual_problem(perceptual)
     if problem is None and version >= 2 and payload_len > _max_payload(size * size * 3):
         problem = f"mask payload of {payload_len} bytes is larger than any zlib stream of {size * size * 3} bytes"
     if problem:
@@ -199,7 +234,8 @@ def decode_mask(data: bytes) -> Mask:
     templates = {v: k for k, v in TEMPLATE_IDS.items()}
     frame = AlignedFrame(size=size, scale=float(scale), template=templates[template_id])
     models = tuple(names.decode("ascii").split(","))
-    return Mask(delta=levels.astype(np.float32) * np.float32(quantum), frame=frame, models=models, quantum=float(quantum))
+    return Mask(delta=levels.astype(np.float32) * np.float32(quantum), frame=frame, models=models, quantum=float(quantum),
+                perceptual=perceptual)
 
 
 def read_mask(path: str | Path) -> Mask:

@@ -86,16 +86,29 @@ class Budget:
 
     map: np.ndarray  # (S, S) float32 on the 0..1 scale
     eps: float
+    # (N, 1, S, S) amplitude each optimised view allows (the perceptual budget computed from that
+    # view, optimise.perceptual); None: every view takes the whole map.
+    per_view: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.map.ndim != 2 or self.map.shape[0] != self.map.shape[1]:
             raise ValueError(f"budget map must be (S, S), got {self.map.shape}")
         if not self.eps > 0:
             raise ValueError(f"base eps must be positive, got {self.eps}")
+        if self.per_view is not None and (self.per_view.ndim != 4 or self.per_view.shape[1:] != (1, *self.map.shape)):
+            raise ValueError(f"per-view bounds must be (N, 1, S, S), got {self.per_view.shape}")
 
     @classmethod
     def of_face(cls, face: np.ndarray, landmarks: np.ndarray, cfg: BudgetConfig) -> Budget:
         return cls(budget_map(face, landmarks, cfg), cfg.eps)
+
+    def view_bound(self, n: int) -> np.ndarray:
+        """(N, 1, S, S) float32: what each view allows (the map's peak where views add no bound of their own)."""
+        if self.per_view is None:
+            return np.full((n, 1, *self.map.shape), float(self.map.max(initial=0.0)), np.float32)
+        if len(self.per_view) != n:
+            raise ValueError(f"budget has per-view bounds for {len(self.per_view)} views, not {n}")
+        return np.ascontiguousarray(self.per_view, np.float32)
 
     def bound(self) -> np.ndarray:
         """(3, S, S) float32: the map for every channel."""

@@ -45,8 +45,9 @@ class StepInputs:
     """What stays fixed over the loop."""
 
     views: np.ndarray  # (N, 3, S, S) float32 in [0, 1]
-    bound: np.ndarray  # (3, S, S) per-pixel budget
+    bound: np.ndarray  # (3, S, S) per-pixel budget of the shared delta
     steps: np.ndarray  # (3, S, S) per-pixel step size
+    view_bound: np.ndarray  # (N, 1, S, S) what each view lets through of the delta (Budget.view_bound)
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,8 @@ def run_pgd(step: Stepper, views: np.ndarray, budget: Budget, cfg: PGDConfig, se
             progress: IterationProgress | None = None) -> PGDResult:
     """Optimise one delta for all ``views`` (N, 3, S, S) in [0, 1] under ``budget``.
 
-    delta_eff = clip(delta * alpha, -budget, budget); each view + delta_eff is clipped to [0, 1].
+    delta_eff = clip(delta * alpha, -budget, budget); view v sees clip(delta_eff, -b_v, b_v) with b_v
+    its own bound (``Budget.view_bound``), and the sum is clipped to [0, 1].
     The same ``seed`` gives the same draws whichever ``step`` computes the iterations.
     """
     cfg.validate()
@@ -122,7 +124,7 @@ def run_pgd(step: Stepper, views: np.ndarray, budget: Budget, cfg: PGDConfig, se
         raise BadOptionError(f"budget must be (S, S) = {views.shape[2:]}, got {budget.map.shape}")
     n, size = views.shape[0], views.shape[-1]
     rng = np.random.default_rng(seed)
-    fixed = StepInputs(views, budget.bound(), step_sizes(budget, cfg))
+    fixed = StepInputs(views, budget.bound(), step_sizes(budget, cfg), budget.view_bound(n))
     state = LoopState(random_start(rng, budget, cfg), np.ones((size, size), np.float32), np.zeros((3, size, size), np.float32))
     losses: list[float] = []
     for it in range(cfg.iterations):

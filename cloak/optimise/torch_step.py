@@ -91,16 +91,17 @@ def colour_project(x: torch.Tensor, bound: torch.Tensor, chroma_ratio: float) ->
 
 
 def pgd_step(
-    state: StepState, views: torch.Tensor, bound: torch.Tensor, steps: torch.Tensor,
+    state: StepState, views: torch.Tensor, bound: torch.Tensor, steps: torch.Tensor, view_bound: torch.Tensor,
     targets: Sequence[SurrogateTarget], cfg: PGDConfig, theta: torch.Tensor, down_size: int,
 ) -> tuple[StepState, torch.Tensor]:
     """One PGD iteration over all views at once: loss, input gradient, attention update, projection.
 
-    ``steps`` is the per-pixel step size. Pure: returns the new state and the loss.
+    ``steps`` is the per-pixel step size; ``view_bound`` (N, 1, S, S) what each view lets through of
+    the delta (its perceptual budget). Pure: returns the new state and the loss.
     """
     delta = state.delta.detach().requires_grad_(True)
     alpha = state.alpha.detach().requires_grad_(cfg.attention)
-    cloaked = (views + clip_to_budget(delta * alpha, bound)).clamp(0, 1)
+    cloaked = (views + clip_to_budget(clip_to_budget(delta * alpha, bound), view_bound)).clamp(0, 1)
     batch = diversify(cloaked, theta, down_size)
     losses = [cloak_loss(t.embed(batch), t, cfg.self_weight) for t in targets]
     loss = sum(losses) / len(targets)
@@ -137,5 +138,5 @@ class TorchStepper:
     def __call__(self, fixed: StepInputs, state: LoopState, draw: DiversityDraw) -> tuple[LoopState, float]:
         t = torch.from_numpy
         new, loss = pgd_step(StepState(t(state.delta), t(state.alpha), t(state.velocity)), t(fixed.views),
-                             t(fixed.bound), t(fixed.steps), self.targets, self.cfg, t(draw.theta), draw.down_size)
+                             t(fixed.bound), t(fixed.steps), t(fixed.view_bound), self.targets, self.cfg, t(draw.theta), draw.down_size)
         return LoopState(new.delta.numpy(), new.alpha.numpy(), new.velocity.numpy()), float(loss)
