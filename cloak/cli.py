@@ -80,8 +80,6 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     _check_output(out, [args.photo], args.overwrite)
     config = _enroll_config(args)
     config.validate()
-    if args.server and config.perceptual is not None:
-        raise BadOptionError("--perceptual is not available through --server yet: the enrollment API has no field for it")
     photo = read_image(args.photo)
     if args.server:
         from facecloak.clients.python import enroll_remote  # optional: the gRPC client

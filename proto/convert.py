@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields, replace
 
 from ..enroll import MAX_SEED, EnrollConfig
 from ..errors import BadOptionError
+from ..optimise.perceptual import PerceptualBudget
 from . import enrollment_pb2 as pb
 
 # Grey levels (eps, eps_A) of each preset; UNSPECIFIED means the server default.
@@ -39,7 +40,7 @@ def _carried(config: EnrollConfig, base: EnrollConfig) -> EnrollConfig:
     budget = replace(base.budget, eps=config.budget.eps, eps_focus=config.budget.eps_focus)
     pgd = replace(base.pgd, iterations=config.pgd.iterations)
     return replace(base, surrogates=config.surrogates, views=config.views, check_views=config.check_views,
-                   seed=config.seed, budget=budget, pgd=pgd)
+                   seed=config.seed, budget=budget, pgd=pgd, perceptual=config.perceptual)
 
 
 def _differences(a: object, b: object, prefix: str = "") -> list[str]:
@@ -57,10 +58,12 @@ def options_from_config(config: EnrollConfig, mask_count: int = 1) -> pb.EnrollO
         raise BadOptionError(f"the enrollment API cannot carry these settings (keep the defaults): {', '.join(lost)}")
     if not 0 <= config.seed <= MAX_SEED:
         raise BadOptionError(f"seed must be in 0..{MAX_SEED} for remote enrollment, got {config.seed}")
+    p = config.perceptual
     return pb.EnrollOptions(
         eps=config.budget.eps * 255.0, eps_focus=config.budget.eps_focus * 255.0,
         iterations=config.pgd.iterations, views=config.views, check_views=config.check_views,
         surrogates=list(config.surrogates), seed=config.seed, mask_count=mask_count,
+        perceptual=None if p is None else pb.PerceptualBudget(eps=p.eps * 255.0, floor=p.floor, contrast=p.contrast),
     )
 
 
@@ -104,10 +107,15 @@ def configs_from_options(options: pb.EnrollOptions, base: EnrollConfig, limits: 
     seed = pick("seed", base.seed)
     if seed + count - 1 > MAX_SEED:
         raise BadOptionError(f"seed + mask_count - 1 must not exceed {MAX_SEED}")
+    perceptual = base.perceptual
+    if options.HasField("perceptual"):
+        p = options.perceptual
+        perceptual = PerceptualBudget(eps=_grey("perceptual.eps", p.eps) / 255.0, floor=p.floor, contrast=p.contrast)
+        perceptual.validate()
     config = replace(
         base, surrogates=surrogates, views=views, check_views=check_views,
         budget=replace(base.budget, eps=eps / 255.0, eps_focus=eps_focus / 255.0),
-        pgd=replace(base.pgd, iterations=iterations),
+        pgd=replace(base.pgd, iterations=iterations), perceptual=perceptual,
     )
     configs = [replace(config, seed=seed + i) for i in range(count)]
     configs[0].validate()

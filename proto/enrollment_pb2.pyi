@@ -19,7 +19,7 @@ BUDGET_PRESET_STANDARD: BudgetPreset
 BUDGET_PRESET_STRONG: BudgetPreset
 
 class EnrollOptions(_message.Message):
-    __slots__ = ("budget_preset", "eps", "eps_focus", "iterations", "views", "check_views", "surrogates", "seed", "mask_count")
+    __slots__ = ("budget_preset", "eps", "eps_focus", "iterations", "views", "check_views", "surrogates", "seed", "mask_count", "perceptual")
     BUDGET_PRESET_FIELD_NUMBER: _ClassVar[int]
     EPS_FIELD_NUMBER: _ClassVar[int]
     EPS_FOCUS_FIELD_NUMBER: _ClassVar[int]
@@ -29,6 +29,7 @@ class EnrollOptions(_message.Message):
     SURROGATES_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     MASK_COUNT_FIELD_NUMBER: _ClassVar[int]
+    PERCEPTUAL_FIELD_NUMBER: _ClassVar[int]
     budget_preset: BudgetPreset
     eps: float
     eps_focus: float
@@ -38,7 +39,18 @@ class EnrollOptions(_message.Message):
     surrogates: _containers.RepeatedScalarFieldContainer[str]
     seed: int
     mask_count: int
-    def __init__(self, budget_preset: _Optional[_Union[BudgetPreset, str]] = ..., eps: _Optional[float] = ..., eps_focus: _Optional[float] = ..., iterations: _Optional[int] = ..., views: _Optional[int] = ..., check_views: _Optional[int] = ..., surrogates: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., mask_count: _Optional[int] = ...) -> None: ...
+    perceptual: PerceptualBudget
+    def __init__(self, budget_preset: _Optional[_Union[BudgetPreset, str]] = ..., eps: _Optional[float] = ..., eps_focus: _Optional[float] = ..., iterations: _Optional[int] = ..., views: _Optional[int] = ..., check_views: _Optional[int] = ..., surrogates: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., mask_count: _Optional[int] = ..., perceptual: _Optional[_Union[PerceptualBudget, _Mapping]] = ...) -> None: ...
+
+class PerceptualBudget(_message.Message):
+    __slots__ = ("eps", "floor", "contrast")
+    EPS_FIELD_NUMBER: _ClassVar[int]
+    FLOOR_FIELD_NUMBER: _ClassVar[int]
+    CONTRAST_FIELD_NUMBER: _ClassVar[int]
+    eps: float
+    floor: float
+    contrast: float
+    def __init__(self, eps: _Optional[float] = ..., floor: _Optional[float] = ..., contrast: _Optional[float] = ...) -> None: ...
 
 class EnrollRequest(_message.Message):
     __slots__ = ("image", "options")

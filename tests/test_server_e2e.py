@@ -57,3 +57,20 @@ def test_result_fields_progress_and_mask_set(server):
     assert {t.stage for t in result.masks[0].timings} >= {"detect", "views", "anchors", "optimise", "self_check"}
     assert result.request_id == reply.request_id
     assert stages[0] == ("queued", 0.0) and ("optimise", 1.0) in stages and stages[-1] == ("self_check", 1.0)
+
+
+def test_a_perceptual_budget_travels_to_the_server_and_back_in_the_mask(server, tmp_path, monkeypatch):
+    for var in ("FACECLOAK_API_KEY", "FACECLOAK_TLS_CA", "FACECLOAK_TLS_CERT", "FACECLOAK_TLS_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    photo = str(lfw_path("Tony_Blair", 1))
+    flags = ["--surrogates", "sface", "--views", "1", "--iterations", "1", "--eps-focus", "24", "--perceptual"]
+    remote, local = tmp_path / "remote.fcmask", tmp_path / "local.fcmask"
+    assert cli.main(["enroll", photo, "-o", str(remote), *flags, "--server", f"127.0.0.1:{server.port}"]) == 0
+    assert cli.main(["enroll", photo, "-o", str(local), *flags]) == 0
+    assert remote.read_bytes() == local.read_bytes()
+    mask = decode_mask(remote.read_bytes())
+    assert mask.perceptual is not None and mask.perceptual.eps * 255 == pytest.approx(24, abs=1e-4)
+    with client_for(server) as client, pytest.raises(Exception, match="perceptual floor must be in"):
+        bad = options(TINY)
+        bad.perceptual.eps, bad.perceptual.floor, bad.perceptual.contrast = 24.0, 1.5, 0.06
+        client.enroll(lfw_bytes("Tony_Blair", 1), bad)
