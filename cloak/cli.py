@@ -16,6 +16,7 @@ from .backend_names import AUTO, BACKEND_ENV, BACKENDS
 from .command import run_command
 from .errors import BadOptionError
 from .imageio import check_jpeg_quality, output_format, read_image, write_image
+from .presets import STRENGTHS
 
 MASK_SUFFIX = ".fcmask"
 
@@ -59,7 +60,10 @@ def _enroll_config(args: argparse.Namespace):
     from .optimise.perceptual import PerceptualBudget
 
     base = EnrollConfig()
-    budget = replace(base.budget, eps=args.eps, eps_focus=max(args.eps, args.eps_focus))
+    preset_eps, preset_focus = (v / 255 for v in STRENGTHS[args.strength])
+    eps = preset_eps if args.eps is None else args.eps
+    eps_focus = preset_focus if args.eps_focus is None else args.eps_focus
+    budget = replace(base.budget, eps=eps, eps_focus=max(eps, eps_focus))
     pgd = replace(base.pgd, iterations=args.iterations)
     surrogates = tuple(s for s in args.surrogates.split(",") if s)
     perceptual = PerceptualBudget(eps=budget.eps_focus) if args.perceptual else None
@@ -162,8 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
     enroll.add_argument("--surrogates", default="sface,facenet", help="comma-separated surrogate models")
     enroll.add_argument("--views", type=int, default=8)
     enroll.add_argument("--iterations", type=int, default=10)
-    enroll.add_argument("--eps", type=_grey_levels, default=8 / 255, help="budget in grey levels (default 8)")
-    enroll.add_argument("--eps-focus", type=_grey_levels, default=32 / 255, help="budget on focus pixels (default 32)")
+    enroll.add_argument("--strength", choices=tuple(STRENGTHS), default="standard",
+                        help="budget preset, eps / eps_A grey levels: " + ", ".join(f"{k} {e:g}/{f:g}" for k, (e, f) in STRENGTHS.items())
+                        + " (default standard; --eps / --eps-focus override it)")
+    enroll.add_argument("--eps", type=_grey_levels, default=None, help="budget in grey levels (default: the preset's, 8)")
+    enroll.add_argument("--eps-focus", type=_grey_levels, default=None, help="budget on focus pixels (default: the preset's, 32)")
     enroll.add_argument("--perceptual", action="store_true",
                         help="perceptual budget: each photo the mask lands on decides how much it carries (up to "
                         "--eps-focus on textured face pixels, a quarter of it on flat skin, none beside the face); "

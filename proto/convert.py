@@ -12,14 +12,15 @@ from dataclasses import dataclass, fields, replace
 
 from ..enroll import MAX_SEED, EnrollConfig
 from ..errors import BadOptionError
+from ..presets import STRENGTHS
 from ..optimise.perceptual import PerceptualBudget
 from . import enrollment_pb2 as pb
 
-# Grey levels (eps, eps_A) of each preset; UNSPECIFIED means the server default.
+# Grey levels (eps, eps_A) of each preset (the core's strength table); UNSPECIFIED means the server default.
 PRESETS: dict[int, tuple[float, float]] = {
-    pb.BUDGET_PRESET_SUBTLE: (4.0, 16.0),
-    pb.BUDGET_PRESET_STANDARD: (8.0, 32.0),
-    pb.BUDGET_PRESET_STRONG: (12.0, 48.0),
+    pb.BUDGET_PRESET_SUBTLE: STRENGTHS["subtle"],
+    pb.BUDGET_PRESET_STANDARD: STRENGTHS["standard"],
+    pb.BUDGET_PRESET_STRONG: STRENGTHS["strong"],
 }
 MAX_GREY = 64.0
 

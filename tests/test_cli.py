@@ -65,3 +65,25 @@ def test_expected_failures_are_one_line_errors_with_specific_exit_codes(tmp_path
         assert message in result.stderr and "Traceback" not in result.stderr
         assert result.stderr.strip().count("\n") == 0  # one line
     assert not (tmp_path / "m.fcmask").exists() and not (tmp_path / "o.png").exists()
+
+
+@pytest.mark.parametrize(("flags", "expected"), [
+    ([], (8, 32)),
+    (["--strength", "subtle"], (4, 16)),
+    (["--strength", "strong"], (12, 48)),
+    (["--strength", "strong", "--eps", "6"], (6, 48)),
+    (["--strength", "subtle", "--eps-focus", "20"], (4, 20)),
+])
+def test_strength_presets_set_the_budget_and_explicit_budgets_override_them(flags, expected) -> None:
+    from facecloak.cli import _enroll_config, build_parser
+
+    config = _enroll_config(build_parser().parse_args(["enroll", "x.jpg", "-o", "x.fcmask", *flags]))
+    assert (config.budget.eps * 255, config.budget.eps_focus * 255) == pytest.approx(expected)
+    assert config.perceptual is None
+
+
+def test_perceptual_takes_the_strength_as_its_largest_amplitude() -> None:
+    from facecloak.cli import _enroll_config, build_parser
+
+    args = build_parser().parse_args(["enroll", "x.jpg", "-o", "x.fcmask", "--strength", "subtle", "--perceptual"])
+    assert _enroll_config(args).perceptual.eps * 255 == pytest.approx(16)
