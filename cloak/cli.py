@@ -67,7 +67,8 @@ def _enroll_config(args: argparse.Namespace):
     pgd = replace(base.pgd, iterations=args.iterations)
     surrogates = tuple(s for s in args.surrogates.split(",") if s)
     perceptual = PerceptualBudget(eps=budget.eps_focus) if args.perceptual else None
-    return replace(base, surrogates=surrogates, views=args.views, seed=args.seed, budget=budget, pgd=pgd, perceptual=perceptual)
+    return replace(base, surrogates=surrogates, views=args.views, seed=args.seed, budget=budget, pgd=pgd, perceptual=perceptual,
+                   members=args.members)
 
 
 def _say(line: str) -> None:
@@ -76,7 +77,7 @@ def _say(line: str) -> None:
 
 def cmd_enroll(args: argparse.Namespace) -> int:
     from .assemble import EnrollerSpec, build_enroller
-    from .mask import encode_mask
+    from .mask import encode_mask_set
 
     out = Path(args.output)
     if out.suffix != MASK_SUFFIX:
@@ -94,7 +95,9 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         finally:
             bar.close()
     else:
-        spec = EnrollerSpec(backend=args.backend, surrogates=config.surrogates, views=config.views, pgd=config.pgd,
+        # A set's member k steps on views k, k+K, ...: the compiled step is prepared for that batch.
+        step_views = config.views // config.members if config.views % config.members == 0 else config.views
+        spec = EnrollerSpec(backend=args.backend, surrogates=config.surrogates, views=step_views, pgd=config.pgd,
                             view_backend="augment")
         assembled = build_enroller(spec, say=_say)
         for note in assembled.notes[1:]:  # fallbacks: why the backend asked for is not the one running
@@ -104,7 +107,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
             result = assembled.enroller.enroll(photo, config, progress=bar)
         finally:
             bar.close()
-        data = encode_mask(result.mask)
+        data = encode_mask_set(result.masks)
         for check in result.self_check:
             print(f"self-check {check.model}: similarity {check.before:.3f} -> {check.after:.3f} "
                   f"(match threshold {check.threshold:.3f})")
@@ -119,22 +122,24 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 def cmd_apply(args: argparse.Namespace) -> int:
     from .apply import apply_mask_with_landmarks, measure_quality
     from .faces import FaceDetector, detect_largest_face
-    from .mask import read_mask
+    from .mask import member_for_photo, read_mask_set
 
     out = Path(args.output)
     output_format(out)  # refuse bad options and outputs before any work is done
     check_jpeg_quality(args.jpeg_quality)
     _check_output(out, [args.mask, args.photo], args.overwrite)
     try:
-        mask = read_mask(args.mask)
+        masks = read_mask_set(args.mask)
     except OSError as exc:
         raise BadOptionError(f"cannot read mask {args.mask}: {exc.strerror}") from None
     photo = read_image(args.photo)
+    member = member_for_photo(photo, len(masks), args.member)
     face = detect_largest_face(FaceDetector(), photo)
-    cloaked = apply_mask_with_landmarks(photo, mask, face.landmarks)
+    cloaked = apply_mask_with_landmarks(photo, masks[member], face.landmarks)
     cloaked = write_image(out, cloaked, jpeg_quality=args.jpeg_quality)  # as written: quality is measured on it
     quality = measure_quality(photo, cloaked, face.box)
-    print(f"wrote {out} ({cloaked.shape[1]}x{cloaked.shape[0]}): {quality.summary()}")
+    which = f", mask {member + 1} of {len(masks)}" if len(masks) > 1 else ""
+    print(f"wrote {out} ({cloaked.shape[1]}x{cloaked.shape[0]}{which}): {quality.summary()}")
     return 0
 
 
@@ -175,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="perceptual budget: each photo the mask lands on decides how much it carries (up to "
                         "--eps-focus on textured face pixels, a quarter of it on flat skin, none beside the face); "
                         "writes mask format 3, which the on-device op does not apply yet")
+    enroll.add_argument("--members", type=int, default=1,
+                        help="masks in the set (1..16, at most --views): each photo gets one, so cloaked photos "
+                        "cannot be linked to each other; one enrollment's cost (default 1)")
     enroll.add_argument("--seed", type=int, default=0)
     enroll.add_argument("--server", help="enroll through a FaceCloak server at host:port instead of locally")
     enroll.add_argument("--overwrite", action="store_true", help="allow the output to replace the input photo")
@@ -189,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("-o", "--output", required=True, help="output image (.png is lossless)")
     apply.add_argument("--jpeg-quality", type=int, default=95, help="1..100, only used for .jpg/.webp outputs")
     apply.add_argument("--overwrite", action="store_true", help="allow the output to replace an input (the photo)")
+    apply.add_argument("--member", type=int, help="pin the set member to apply (0-based; default: chosen per photo "
+                       "from a hash of its pixels, the same photo always getting the same member)")
     apply.set_defaults(func=cmd_apply)
 
     gallery = sub.add_parser("gallery", help="anchor galleries")

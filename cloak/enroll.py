@@ -14,7 +14,8 @@ from .anchors import AnchorGallery, default_gallery, select_anchors
 from .apply import Quality, apply_mask_with_landmarks, measure_quality
 from .errors import BadOptionError
 from .faces import AlignedFrame, Face, FaceDetector, align_largest_face, to_chw_float
-from .mask import Mask, decode_mask, encode_mask
+from .mask import Mask, decode_mask, encode_mask, member_for_photo
+from .mask.maskset import MAX_MEMBERS
 from .models import get_card
 from .optimise import Anchors, Budget, BudgetConfig, PGDConfig, run_pgd
 from .optimise.backend import OptimiseBackend
@@ -39,10 +40,15 @@ class EnrollConfig:
     # Set: the perceptual budget (optimise.perceptual) replaces the enrollment photo's fixed budget map;
     # each view is optimised under its own bound and the mask carries the rule to every applier.
     perceptual: PerceptualBudget | None = None
+    # Masks in the set (issue 14): member k is optimised on views k, k+K, k+2K, ... towards its own G+
+    # anchors, so K masks cost about one enrollment and cloaked photos land in K different places.
+    members: int = 1
 
     def validate(self) -> None:
         if not 1 <= self.views <= 64:
             raise BadOptionError(f"views must be in 1..64, got {self.views}")
+        if not 1 <= self.members <= min(MAX_MEMBERS, self.views):
+            raise BadOptionError(f"members must be in 1..{MAX_MEMBERS} and at most the views ({self.views}), got {self.members}")
         if not self.surrogates:
             raise BadOptionError("at least one surrogate model is needed")
         for name in self.surrogates:
@@ -71,13 +77,18 @@ class SelfCheck:
 
 @dataclass
 class EnrollResult:
-    mask: Mask
+    masks: tuple[Mask, ...]  # the set; one photo gets one member (mask.member_for_photo)
     face: Face
-    anchors: dict[str, tuple[str, str]]  # model -> (G+ name, G- name)
-    self_check: list[SelfCheck]
+    anchors: list[dict[str, tuple[str, str]]]  # per member: model -> (G+ name, G- name)
+    self_check: list[SelfCheck]  # per model, averaged over the members
     timings: dict[str, float] = field(default_factory=dict)
-    losses: list[float] = field(default_factory=list)
-    visibility: Quality | None = None  # the mask on the enrollment photo itself (self-check; None when check_views = 0)
+    losses: list[float] = field(default_factory=list)  # member after member
+    visibility: Quality | None = None  # the set on the enrollment photo itself (self-check; None when check_views = 0)
+
+    @property
+    def mask(self) -> Mask:
+        """The first member: the whole result of a set of one."""
+        return self.masks[0]
 
 
 def _default_backend() -> OptimiseBackend:
@@ -130,40 +141,68 @@ class Enroller:
         with _timed(timings, "anchors"):
             gallery = self.gallery(config.surrogates)
             clean = to_chw_float(aligned.crop)
-            anchor_sets, anchors = {}, {}
-            for name in config.surrogates:
-                user = self.backend.embed(name, clean)[0]
-                chosen = select_anchors(gallery, name, user, get_card(name).match_threshold)
-                anchors[name] = (chosen.near_name, chosen.far_name)
-                anchor_sets[name] = Anchors(chosen.near, chosen.far, user)
-            budget = enrollment_budget(aligned.crop, aligned.frame_landmarks, views, config)
+            users = {name: self.backend.embed(name, clean)[0] for name in config.surrogates}
+            member_anchors = choose_member_anchors(gallery, users, config.members)
+            budgets = [enrollment_budget(aligned.crop, aligned.frame_landmarks, views[k :: config.members], config)
+                       for k in range(config.members)]
         report("anchors", 1.0)
+        deltas, losses = [], []
         with _timed(timings, "optimise"):
-            step = self.backend.stepper(anchor_sets, len(views), views.shape[-1], config.pgd)
-            result = run_pgd(step, views, budget, config.pgd, config.seed, progress=lambda i, n, loss: report("optimise", i / n))
+            for k, anchors in enumerate(member_anchors):
+                member_views = views[k :: config.members]
+                step = self.backend.stepper(anchors, len(member_views), views.shape[-1], config.pgd)
+                done = lambda i, n, loss, k=k: report("optimise", (k + i / n) / config.members)  # noqa: E731
+                result = run_pgd(step, member_views, budgets[k], config.pgd, config.seed + k, progress=done)
+                deltas.append(result.delta)
+                losses += result.losses
         with _timed(timings, "self_check"):
-            checks = self._self_check(anchor_sets, held_out, result.delta, config.perceptual)
-            mask = Mask(delta=np.ascontiguousarray(result.delta.transpose(1, 2, 0)), frame=frame, models=config.surrogates,
-                        perceptual=config.perceptual)
-            visibility = visibility_on(photo, mask, aligned.face) if config.check_views else None
+            checks = self._self_check(member_anchors[0], held_out, deltas, config.perceptual)
+            masks = tuple(Mask(delta=np.ascontiguousarray(d.transpose(1, 2, 0)), frame=frame, models=config.surrogates,
+                               perceptual=config.perceptual) for d in deltas)
+            visibility = visibility_on(photo, masks, aligned.face) if config.check_views else None
         report("self_check", 1.0)
-        return EnrollResult(mask, aligned.face, anchors, checks, timings, result.losses, visibility)
+        names = [{m: (a.near_name, a.far_name) for m, a in anchors.items()} for anchors in member_anchors]
+        return EnrollResult(masks, aligned.face, names, checks, timings, losses, visibility)
 
-    def _self_check(self, anchor_sets: dict[str, Anchors], held_out: np.ndarray, delta: np.ndarray,
+    def _self_check(self, anchor_sets: dict[str, NamedAnchors], held_out: np.ndarray, deltas: list[np.ndarray],
                     perceptual: PerceptualBudget | None) -> list[SelfCheck]:
-        """Mean similarity of held-out views (never optimised on) to the user, without and with the cloak
-        (each view receiving what its own perceptual budget lets through, as an applier would)."""
+        """Mean similarity of held-out views (never optimised on) to the user, without and with the cloak,
+        over every member of the set (each view receiving what its own perceptual budget lets through)."""
         if len(held_out) == 0:
             return []
+        delta = np.stack(deltas)[:, None]  # (K, 1, 3, S, S): every member on every held-out view
         if perceptual is not None:
-            delta = clip_to_allowed(delta[None], allowed_amplitude(held_out, perceptual))
-        cloaked = np.clip(held_out + delta, 0.0, 1.0).astype(np.float32)
+            delta = clip_to_allowed(delta, allowed_amplitude(held_out, perceptual)[None])
+        cloaked = np.clip(held_out[None] + delta, 0.0, 1.0).astype(np.float32).reshape(-1, *held_out.shape[1:])
         checks = []
         for name, a in anchor_sets.items():
             before = float((self.backend.embed(name, held_out) @ a.user).mean())
             after = float((self.backend.embed(name, cloaked) @ a.user).mean())
             checks.append(SelfCheck(name, before, after, get_card(name).match_threshold))
         return checks
+
+
+@dataclass(frozen=True)
+class NamedAnchors(Anchors):
+    """A surrogate's anchors with the gallery names of G+ and G- (reported, never optimised on)."""
+
+    near_name: str = ""
+    far_name: str = ""
+
+
+def choose_member_anchors(gallery: AnchorGallery, users: dict[str, np.ndarray], members: int) -> list[dict[str, NamedAnchors]]:
+    """Per member, per surrogate: G+ / G- from the gallery, each member's G+ an identity no earlier member
+    pulls towards (under any surrogate), so members push the face to different places."""
+    taken: set[str] = set()
+    out = []
+    for _ in range(members):
+        chosen = {}
+        for name, user in users.items():
+            pick = select_anchors(gallery, name, user, get_card(name).match_threshold, exclude=frozenset(taken))
+            chosen[name] = NamedAnchors(pick.near, pick.far, user, pick.near_name, pick.far_name)
+        taken |= {a.near_name for a in chosen.values()}
+        out.append(chosen)
+    return out
 
 
 def enrollment_budget(crop: np.ndarray, landmarks: np.ndarray, views: np.ndarray, config: EnrollConfig) -> Budget:
@@ -176,7 +215,7 @@ def enrollment_budget(crop: np.ndarray, landmarks: np.ndarray, views: np.ndarray
     return Budget(config.perceptual.eps * support, config.budget.eps, allowed_amplitude(views, config.perceptual))
 
 
-def visibility_on(photo: np.ndarray, mask: Mask, face: Face) -> Quality:
-    """What people would see: ``mask``, as its .fcmask file carries it (quantised), on ``photo`` at ``face``."""
-    shipped = decode_mask(encode_mask(mask))
+def visibility_on(photo: np.ndarray, masks: tuple[Mask, ...], face: Face) -> Quality:
+    """What people would see: the member that cloaks ``photo``, as its file carries it (quantised), at ``face``."""
+    shipped = decode_mask(encode_mask(masks[member_for_photo(photo, len(masks))]))
     return measure_quality(photo, apply_mask_with_landmarks(photo, shipped, face.landmarks), face.box)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields, replace
 
 from ..enroll import MAX_SEED, EnrollConfig
 from ..errors import BadOptionError
+from ..mask.maskset import MAX_MEMBERS
 from ..presets import STRENGTHS
 from ..optimise.perceptual import PerceptualBudget
 from . import enrollment_pb2 as pb
@@ -41,7 +42,7 @@ def _carried(config: EnrollConfig, base: EnrollConfig) -> EnrollConfig:
     budget = replace(base.budget, eps=config.budget.eps, eps_focus=config.budget.eps_focus)
     pgd = replace(base.pgd, iterations=config.pgd.iterations)
     return replace(base, surrogates=config.surrogates, views=config.views, check_views=config.check_views,
-                   seed=config.seed, budget=budget, pgd=pgd, perceptual=config.perceptual)
+                   seed=config.seed, budget=budget, pgd=pgd, perceptual=config.perceptual, members=config.members)
 
 
 def _differences(a: object, b: object, prefix: str = "") -> list[str]:
@@ -63,7 +64,7 @@ def options_from_config(config: EnrollConfig, mask_count: int = 1) -> pb.EnrollO
     return pb.EnrollOptions(
         eps=config.budget.eps * 255.0, eps_focus=config.budget.eps_focus * 255.0,
         iterations=config.pgd.iterations, views=config.views, check_views=config.check_views,
-        surrogates=list(config.surrogates), seed=config.seed, mask_count=mask_count,
+        surrogates=list(config.surrogates), seed=config.seed, mask_count=mask_count, members=config.members,
         perceptual=None if p is None else pb.PerceptualBudget(eps=p.eps * 255.0, floor=p.floor, contrast=p.contrast),
     )
 
@@ -105,6 +106,7 @@ def configs_from_options(options: pb.EnrollOptions, base: EnrollConfig, limits: 
     check_views = _bounded("check_views", pick("check_views", base.check_views), 0, limits.max_check_views)
     iterations = _bounded("iterations", pick("iterations", base.pgd.iterations), 1, limits.max_iterations)
     count = _bounded("mask_count", options.mask_count or 1, 1, limits.max_masks)
+    members = _bounded("members", pick("members", base.members), 1, min(MAX_MEMBERS, views))
     seed = pick("seed", base.seed)
     if seed + count - 1 > MAX_SEED:
         raise BadOptionError(f"seed + mask_count - 1 must not exceed {MAX_SEED}")
@@ -116,7 +118,7 @@ def configs_from_options(options: pb.EnrollOptions, base: EnrollConfig, limits: 
     config = replace(
         base, surrogates=surrogates, views=views, check_views=check_views,
         budget=replace(base.budget, eps=eps / 255.0, eps_focus=eps_focus / 255.0),
-        pgd=replace(base.pgd, iterations=iterations), perceptual=perceptual,
+        pgd=replace(base.pgd, iterations=iterations), perceptual=perceptual, members=members,
     )
     configs = [replace(config, seed=seed + i) for i in range(count)]
     configs[0].validate()

@@ -19,7 +19,7 @@ BUDGET_PRESET_STANDARD: BudgetPreset
 BUDGET_PRESET_STRONG: BudgetPreset
 
 class EnrollOptions(_message.Message):
-    __slots__ = ("budget_preset", "eps", "eps_focus", "iterations", "views", "check_views", "surrogates", "seed", "mask_count", "perceptual")
+    __slots__ = ("budget_preset", "eps", "eps_focus", "iterations", "views", "check_views", "surrogates", "seed", "mask_count", "perceptual", "members")
     BUDGET_PRESET_FIELD_NUMBER: _ClassVar[int]
     EPS_FIELD_NUMBER: _ClassVar[int]
     EPS_FOCUS_FIELD_NUMBER: _ClassVar[int]
@@ -30,6 +30,7 @@ class EnrollOptions(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     MASK_COUNT_FIELD_NUMBER: _ClassVar[int]
     PERCEPTUAL_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
     budget_preset: BudgetPreset
     eps: float
     eps_focus: float
@@ -40,7 +41,8 @@ class EnrollOptions(_message.Message):
     seed: int
     mask_count: int
     perceptual: PerceptualBudget
-    def __init__(self, budget_preset: _Optional[_Union[BudgetPreset, str]] = ..., eps: _Optional[float] = ..., eps_focus: _Optional[float] = ..., iterations: _Optional[int] = ..., views: _Optional[int] = ..., check_views: _Optional[int] = ..., surrogates: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., mask_count: _Optional[int] = ..., perceptual: _Optional[_Union[PerceptualBudget, _Mapping]] = ...) -> None: ...
+    members: int
+    def __init__(self, budget_preset: _Optional[_Union[BudgetPreset, str]] = ..., eps: _Optional[float] = ..., eps_focus: _Optional[float] = ..., iterations: _Optional[int] = ..., views: _Optional[int] = ..., check_views: _Optional[int] = ..., surrogates: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., mask_count: _Optional[int] = ..., perceptual: _Optional[_Union[PerceptualBudget, _Mapping]] = ..., members: _Optional[int] = ...) -> None: ...
 
 class PerceptualBudget(_message.Message):
     __slots__ = ("eps", "floor", "contrast")

@@ -18,7 +18,7 @@ from .. import __version__
 from ..apply import Quality
 from ..enroll import EnrollConfig, EnrollResult
 from ..imageio import ImageLimits, decode_image, probe_image
-from ..mask import encode_mask
+from ..mask import encode_mask_set
 from ..proto import enrollment_pb2 as pb
 from ..proto.convert import OptionLimits, configs_from_options
 from .auth import ApiKeyAuth, RateLimiter
@@ -94,7 +94,7 @@ def result_message(outcome: JobOutcome, request_id: str) -> pb.EnrollResponse:
     )
     masks = [
         pb.MaskResult(
-            fcmask=encode_mask(r.mask), seed=seed,
+            fcmask=encode_mask_set(r.masks), seed=seed,
             self_check=[pb.SelfCheck(model=c.model, similarity_before=c.before, similarity_after=c.after,
                                      match_threshold=c.threshold) for c in r.self_check],
             timings=[pb.StageTiming(stage=k, seconds=v) for k, v in r.timings.items()],

@@ -23,7 +23,7 @@ from ..enroll import EnrollConfig
 from ..errors import FaceCloakError
 from ..faces import AlignedFace, AlignedFrame, FaceDetector, align_largest_face, to_chw_float
 from ..imageio import read_image
-from ..mask import Mask
+from ..mask import Mask, member_for_photo
 from ..models import get_card, torch_embedder
 from ..optimise import BudgetConfig
 from ..optimise.torch_step import SurrogateTarget
@@ -121,6 +121,7 @@ class Harness:
             base, surrogates=surrogates, seed=seed, check_views=0, budget=self.cfg.budget(scale, matched),
             views=self.cfg.views or base.views,
             pgd=replace(base.pgd, iterations=self.cfg.iterations or base.pgd.iterations, balance_surrogates=self.cfg.balance),
+            members=self.cfg.mask_set,
         )
 
     def anchor_targets(self, surrogates: tuple[str, ...], crop: np.ndarray) -> list[SurrogateTarget]:
@@ -158,9 +159,9 @@ class Harness:
 
         def ours(surrogates: tuple[str, ...], scale: float = 1.0, matched: bool = False) -> list[np.ndarray]:
             result = self.enroller.enroll(enrollment, self.enroll_config(surrogates, seed, scale, matched))
-            mask = shipped(result.mask)
-            learned.append(tuple(mask.models))
-            return cloak(lambda i: mask)
+            masks = tuple(shipped(m) for m in result.masks)
+            learned.append(tuple(masks[0].models))
+            return cloak(lambda i: masks[member_for_photo(probes[i], len(masks))])
 
         variants: list[Variant] = []
         methods = set(cfg.methods)
