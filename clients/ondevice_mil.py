@@ -1,8 +1,9 @@
 """Check a Core ML ML Program on Linux, where Core ML cannot predict: read the spec back, whitelist its
 ops, check the interface, and evaluate the MIL program with a small numpy interpreter.
 
-The interpreter implements only the ops the add-and-clip export uses, each from the MIL op
-reference semantics (not from the torch source), so it is an independent check of the conversion.
+The interpreter implements only the ops the export uses (the perceptual budget and the add-and-clip),
+each from the MIL op reference semantics (not from the torch source), so it is an independent check
+of the conversion.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ import numpy as np
 ALLOWED_OPS = frozenset({
     "const", "cast", "equal", "select", "clip", "slice_by_index", "fill_like", "cumsum", "sub", "add", "mul",
     "reshape", "stack", "expand_dims", "transpose", "resample", "round",
+    # the perceptual budget: frame sample (gathers), luma box statistics, per-pixel clip
+    "real_div", "floor", "abs", "sqrt", "minimum", "maximum", "greater_equal", "less", "logical_and",
+    "reduce_sum", "gather", "concat", "avg_pool", "pad",
 })
 _DTYPES = {"FLOAT32": np.float32, "INT32": np.int32, "BOOL": np.bool_}
 
@@ -92,13 +96,21 @@ def _dtype_name(code: int) -> str:
     return MIL_pb2.DataType.Name(code)
 
 
-def _slice(x, begin, end, end_mask, squeeze_mask, **_):
+def _slice(x, begin, end, stride=None, begin_mask=None, end_mask=None, squeeze_mask=None, **_):
+    """MIL slice_by_index: masks default to all False, stride to 1."""
+    rank = x.ndim
+    stride = [1] * rank if stride is None else [int(s) for s in stride]
+    begin_mask = [False] * rank if begin_mask is None else begin_mask
+    end_mask = [False] * rank if end_mask is None else end_mask
+    squeeze_mask = [False] * rank if squeeze_mask is None else squeeze_mask
     index = []
-    for axis in range(x.ndim):
+    for axis in range(rank):
         if squeeze_mask[axis]:
             index.append(int(begin[axis]))
         else:
-            index.append(slice(int(begin[axis]), None if end_mask[axis] else int(end[axis])))
+            start = None if begin_mask[axis] else int(begin[axis])
+            stop = None if end_mask[axis] else int(end[axis])
+            index.append(slice(start, stop, stride[axis]))
     return np.asarray(x[tuple(index)])
 
 
@@ -130,6 +142,48 @@ def _resample(x, coordinates, sampling_mode, padding_mode, padding_value, coordi
     return out[None].astype(x.dtype)
 
 
+def _gather(x, indices, axis, batch_dims=0, **_):
+    if int(batch_dims) != 0:
+        raise CoreMLCheckError("gather with batch_dims is not used by the op")
+    indices = np.asarray(indices).astype(np.int64)
+    if indices.size and (indices.min() < -x.shape[int(axis)] or indices.max() >= x.shape[int(axis)]):
+        raise CoreMLCheckError("gather index out of range")  # Core ML's behaviour is undefined there
+    return np.take(x, indices, axis=int(axis))
+
+
+def _avg_pool(x, kernel_sizes, strides, pad_type, pad=None, ceil_mode=False, **_):
+    """MIL avg_pool without padding (the op pads itself, by reflection): a window mean per output pixel."""
+    if pad_type not in ("valid", "custom") or (pad is not None and np.any(np.asarray(pad) != 0)) or ceil_mode:
+        raise CoreMLCheckError(f"avg_pool with pad_type {pad_type}/pad {pad} is not used by the op")
+    kh, kw = (int(k) for k in kernel_sizes)
+    sh, sw = (int(s) for s in strides)
+    windows = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(-2, -1))[..., ::sh, ::sw, :, :]
+    return windows.mean(axis=(-2, -1), dtype=np.float64).astype(x.dtype)
+
+
+def _pad(x, pad, mode="constant", constant_val=0.0, **_):
+    """MIL pad: ``pad`` holds (before, after) pairs for the last len(pad) / 2 axes. The converter folds
+    the op's slice + concat reflection into mode "reflect" (the edge is not repeated: cv2's REFLECT_101)."""
+    pad = [int(v) for v in np.asarray(pad).reshape(-1)]
+    widths = [(0, 0)] * (x.ndim - len(pad) // 2) + list(zip(pad[::2], pad[1::2]))
+    if mode == "constant":
+        return np.pad(x, widths, mode="constant", constant_values=float(constant_val))
+    if mode not in ("reflect", "replicate"):
+        raise CoreMLCheckError(f"pad mode {mode!r} is not used by the op")
+    return np.pad(x, widths, mode={"reflect": "reflect", "replicate": "edge"}[mode])
+
+
+def _reduce_sum(x, axes=None, keep_dims=False, **_):
+    axes = None if axes is None else tuple(int(a) for a in np.atleast_1d(axes))
+    return np.sum(x, axis=axes, keepdims=bool(keep_dims), dtype=x.dtype)
+
+
+def _concat(values, axis, interleave=False, **_):
+    if interleave:
+        raise CoreMLCheckError("concat with interleave is not used by the op")
+    return np.concatenate(values, axis=int(axis))
+
+
 _KERNELS: dict[str, Callable[..., np.ndarray]] = {
     "equal": lambda x, y, **_: np.equal(x, y),
     "cast": lambda x, dtype, **_: np.asarray(x).astype({"fp32": np.float32, "int32": np.int32, "bool": np.bool_}[dtype]),
@@ -146,6 +200,20 @@ _KERNELS: dict[str, Callable[..., np.ndarray]] = {
     "expand_dims": lambda x, axes, **_: np.expand_dims(x, tuple(int(a) for a in axes)),
     "transpose": lambda x, perm, **_: np.transpose(x, [int(p) for p in perm]),
     "resample": _resample,
+    "real_div": lambda x, y, **_: np.divide(x, y),
+    "floor": lambda x, **_: np.floor(x),
+    "abs": lambda x, **_: np.abs(x),
+    "sqrt": lambda x, **_: np.sqrt(x),
+    "minimum": lambda x, y, **_: np.minimum(x, y),
+    "maximum": lambda x, y, **_: np.maximum(x, y),
+    "greater_equal": lambda x, y, **_: np.greater_equal(x, y),
+    "less": lambda x, y, **_: np.less(x, y),
+    "logical_and": lambda x, y, **_: np.logical_and(x, y),
+    "reduce_sum": _reduce_sum,
+    "gather": _gather,
+    "concat": _concat,
+    "avg_pool": _avg_pool,
+    "pad": _pad,
     # MIL documents round as "nearest integer" without naming the tie rule; ties need an exact .5 sum,
     # which the 1-level tolerance covers either way.
     "round": lambda x, **_: np.round(x),

@@ -1,4 +1,4 @@
-"""ONNX export of the on-device op, with one speed rewrite for ONNX Runtime Mobile."""
+"""ONNX export of the on-device op (CloakOp: budget + add-and-clip), with one speed rewrite for ONNX Runtime Mobile."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .ondevice_op import AddAndClip, OpConfig, example_inputs
+from .ondevice_op import CloakOp, OpConfig, cloak_example_inputs
 
 OPSET = 17  # GridSample needs >= 16; 17 runs on every ONNX Runtime Mobile release since 1.13
 
@@ -63,14 +63,17 @@ def _drop_unused_constants(graph: onnx.GraphProto) -> None:
 
 
 def export_onnx(path: Path, mask_size: int = 112) -> Path:
-    """ONNX opset 17 (GridSample), uint8 NHWC ROI of dynamic size; runs on ONNX Runtime Mobile."""
+    """ONNX opset 17 (GridSample), uint8 NHWC ROI of dynamic size; runs on ONNX Runtime Mobile.
+
+    Inputs roi, mask, matrix, budget (ondevice_op.CloakOp); output cloaked.
+    """
     import torch
 
     config = OpConfig(mask_size=mask_size, io_dtype="uint8")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            AddAndClip(config).eval(), example_inputs(config), str(path), input_names=["roi", "mask", "matrix"],
+            CloakOp(config).eval(), cloak_example_inputs(config), str(path), input_names=["roi", "mask", "matrix", "budget"],
             output_names=["cloaked"], dynamic_axes={"roi": {1: "height", 2: "width"}, "cloaked": {1: "height", 2: "width"}},
             opset_version=OPSET, dynamo=False,
         )

@@ -1,7 +1,17 @@
-"""TFLite/LiteRT export of the add-and-clip op; runs INSIDE the separate litert venv (clients/make_litert_env.sh).
+"""TFLite/LiteRT export of the on-device op; runs INSIDE the separate litert venv (clients/make_litert_env.sh).
 
-litert-torch cannot lower a dynamic-size ROI (symbolic arange/slice), so the .tflite has a fixed
-(tile x tile) ROI input and the host tiles larger ROIs (ondevice_reference.run_tiled).
+litert-torch cannot lower a dynamic-size ROI (symbolic arange/slice), so the .tflite works on fixed
+(tile x tile) ROI tiles and the host tiles larger ROIs (ondevice_reference.run_tiled). A tile does
+not see the whole face, so the model holds three signatures instead of the fused op:
+
+- ``sample``  (tile u8 (1, T, T, 3), matrix (2, 3) ROI -> mask, window (4,) = (tx, ty, W, H))
+  -> this tile's share of the frame sample, (S, S, 3) float32; the host adds all tiles' shares.
+- ``budget``  (frame (S, S, 3), mask (S, S, 3), budget (3,)) -> the mask clipped to the photo's budget.
+- ``addclip`` (tile, clipped mask, matrix shifted to the tile) -> cloaked tile (unchanged add-and-clip).
+
+All three are the modules the fused ONNX/Core ML op is built from (ondevice_op), with static shapes
+only, so the TFLite path computes what the tested torch stages compute (tests run those stages
+through run_tiled against the server apply).
 Usage: .venv-litert/bin/python -m facecloak.clients.ondevice_tflite OUT.tflite --mask-size 112 --tile 256
 """
 
@@ -10,14 +20,22 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from .ondevice_op import AddAndClip, OpConfig, example_inputs
+from .ondevice_op import (
+    AddAndClip, BudgetClip, FrameSample, OpConfig, budget_example_inputs, example_inputs, sample_example_inputs,
+)
+
+SIGNATURES = ("sample", "budget", "addclip")  # the order the host calls them in
 
 
 def export_tflite_here(path: str, config: OpConfig, tile: int) -> None:
     import litert_torch  # only present in the litert venv
 
-    module = AddAndClip(config).eval()
-    litert_torch.convert(module, example_inputs(config, tile, tile)).export(path)
+    converter = (
+        litert_torch.signature("sample", FrameSample(config).eval(), sample_example_inputs(config, tile))
+        .signature("budget", BudgetClip(config).eval(), budget_example_inputs(config))
+        .signature("addclip", AddAndClip(config).eval(), example_inputs(config, tile, tile))
+    )
+    converter.convert().export(path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,12 +1,14 @@
 """Verify exported on-device ops on Linux against the server's apply, on real LFW photos.
 
-Runners adapt each runtime to ondevice_reference.Runner; :func:`compare` cloaks one photo with a
-runner and with facecloak.apply and returns the largest difference in grey levels.
+Runners adapt each runtime to ondevice_reference.Runner (fused: ONNX, Core ML) or TileStages (the
+TFLite signatures); :func:`compare` cloaks one photo with a runner and with facecloak.apply and
+returns the largest difference in grey levels. Masks of format 2 and 3 (perceptual budget) are both
+covered: :func:`verify_exports` checks one of each per photo.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +20,8 @@ from ..faces import FaceDetector
 from ..faces.detect import detect_largest_face
 from ..faces.align import AlignedFrame
 from ..mask import Mask, decode_mask, encode_mask
-from .ondevice_reference import Runner, cloak_frame, load_device_mask
+from ..optimise.perceptual import PerceptualBudget
+from .ondevice_reference import Runner, TileStages, cloak_frame, load_device_mask
 
 TOLERANCE_LEVELS = 1  # 1/255: one grey level
 
@@ -46,49 +49,90 @@ def lfw_cases(count: int, detector: FaceDetector | None = None) -> list[Case]:
     return cases
 
 
-def random_mask_bytes(seed: int, size: int = 112, amplitude_levels: int = 16, scale: float = 1.0) -> bytes:
-    """A random mask through the real file format (for op-only checks): dense +-amplitude noise."""
+def random_mask_bytes(seed: int, size: int = 112, amplitude_levels: int = 16, scale: float = 1.0,
+                      perceptual: PerceptualBudget | None = None) -> bytes:
+    """A random mask through the real file format (for op-only checks): dense +-amplitude noise (in grey
+    levels, stored at two per level); with ``perceptual`` a format-3 file carrying that budget."""
     rng = np.random.default_rng(seed)
     quantum = 2.0 / 255.0
     levels = rng.integers(-amplitude_levels, amplitude_levels + 1, size=(size, size, 3))
-    mask = Mask(delta=(levels * quantum).astype(np.float32), frame=AlignedFrame(size=size, scale=scale), models=("random",))
+    mask = Mask(delta=(levels * quantum).astype(np.float32), frame=AlignedFrame(size=size, scale=scale), models=("random",),
+                perceptual=perceptual)
     return encode_mask(mask)
+
+
+# A budget that clips hard on the random masks above (+-32 grey levels): 24 on texture, 6 on flat skin.
+TEST_BUDGET = PerceptualBudget(eps=24 / 255, floor=0.25, contrast=0.06)
 
 
 def _max_diff(a: np.ndarray, b: np.ndarray) -> int:
     return int(np.abs(a.astype(np.int16) - b.astype(np.int16)).max())
 
 
-def _cloak(runner: Runner, mask_bytes: bytes, case: Case, tile: int | None) -> np.ndarray:
+def _cloak(runner: Runner | TileStages, mask_bytes: bytes, case: Case) -> np.ndarray:
     device_mask = load_device_mask(mask_bytes, decode_mask(mask_bytes).frame.size)
-    return cloak_frame(case.photo, device_mask, case.landmarks, runner, tile=tile)[0]
+    return cloak_frame(case.photo, device_mask, case.landmarks, runner)[0]
 
 
-def compare(runner: Runner, mask_bytes: bytes, case: Case, tile: int | None = None) -> int:
-    """Max |op - server apply| in grey levels over the whole photo."""
+@dataclass(frozen=True)
+class Agreement:
+    """How one cloaked photo differs from another: the largest difference and the share of pixels differing."""
+
+    max_levels: int
+    share: float  # of all photo pixel values (H x W x 3)
+
+
+def agreement(runner: Runner | TileStages, mask_bytes: bytes, case: Case) -> Agreement:
+    """|op - server apply| over the whole photo: max in grey levels and the share of values that differ."""
     server = apply_mask_with_landmarks(case.photo, decode_mask(mask_bytes), case.landmarks)
-    return _max_diff(_cloak(runner, mask_bytes, case, tile), server)
+    diff = np.abs(_cloak(runner, mask_bytes, case).astype(np.int16) - server.astype(np.int16))
+    return Agreement(int(diff.max()), float(np.count_nonzero(diff)) / diff.size)
 
 
-def compare_to_torch(runner: Runner, mask_bytes: bytes, case: Case, tile: int | None = None) -> int:
+def compare(runner: Runner | TileStages, mask_bytes: bytes, case: Case) -> int:
+    """Max |op - server apply| in grey levels over the whole photo."""
+    return agreement(runner, mask_bytes, case).max_levels
+
+
+def compare_to_torch(runner: Runner | TileStages, mask_bytes: bytes, case: Case) -> int:
     """Max |exported op - torch reference op| in grey levels over the whole photo."""
-    reference = _cloak(torch_runner(mask_size=decode_mask(mask_bytes).frame.size), mask_bytes, case, None)
-    return _max_diff(_cloak(runner, mask_bytes, case, tile), reference)
+    reference = _cloak(torch_runner(mask_size=decode_mask(mask_bytes).frame.size), mask_bytes, case)
+    return _max_diff(_cloak(runner, mask_bytes, case), reference)
 
 
 def torch_runner(io_dtype: str = "uint8", mask_size: int = 112, sampler: str = "grid_sample") -> Runner:
+    """The fused ondevice_op.CloakOp in PyTorch (the reference every export is compared with)."""
     import torch
 
-    from .ondevice_op import AddAndClip, OpConfig
+    from .ondevice_op import CloakOp, OpConfig
 
-    module = AddAndClip(OpConfig(mask_size=mask_size, io_dtype=io_dtype, sampler=sampler)).eval()
+    module = CloakOp(OpConfig(mask_size=mask_size, io_dtype=io_dtype, sampler=sampler)).eval()
 
-    def run(roi: np.ndarray, mask: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    def run(roi: np.ndarray, mask: np.ndarray, matrix: np.ndarray, budget: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             x = torch.from_numpy(roi if io_dtype == "uint8" else roi.astype(np.float32))
-            return module(x, torch.from_numpy(mask), torch.from_numpy(matrix)).numpy().astype(np.uint8)
+            out = module(x, torch.from_numpy(mask), torch.from_numpy(matrix), torch.from_numpy(budget))
+            return out.numpy().astype(np.uint8)
 
     return run
+
+
+def torch_tile_stages(tile: int, mask_size: int = 112) -> TileStages:
+    """The TFLite model's three signatures as the PyTorch modules it is converted from (gather sampler)."""
+    import torch
+
+    from .ondevice_op import AddAndClip, BudgetClip, FrameSample, OpConfig
+
+    config = OpConfig(mask_size=mask_size, io_dtype="uint8", sampler="gather")
+    modules = (FrameSample(config).eval(), BudgetClip(config).eval(), AddAndClip(config).eval())
+
+    def wrap(module: torch.nn.Module) -> Callable[..., np.ndarray]:
+        def run(*arrays: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                return module(*(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays)).numpy()
+        return run
+
+    return TileStages(*(wrap(m) for m in modules), tile=tile)
 
 
 def onnx_runner(path: Path, threads: int = 1) -> Runner:
@@ -98,25 +142,30 @@ def onnx_runner(path: Path, threads: int = 1) -> Runner:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return lambda roi, mask, matrix: session.run(None, {"roi": roi, "mask": mask, "matrix": matrix})[0]
+    names = ("roi", "mask", "matrix", "budget")
+    return lambda *arrays: session.run(None, dict(zip(names, arrays)))[0]
 
 
-def tflite_runner(path: Path) -> Runner:
-    """ai-edge-litert interpreter; inputs are matched by shape order roi, mask, matrix."""
+def tflite_runner(path: Path, tile: int) -> TileStages:
+    """ai-edge-litert interpreter over the model's signatures sample, budget, addclip (ondevice_tflite).
+
+    Each signature's inputs are matched in argument order (litert-torch names them args_0, args_1, ...).
+    """
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(path), num_threads=1)
-    interpreter.allocate_tensors()
-    inputs = sorted(interpreter.get_input_details(), key=lambda d: d["name"])  # args_0, args_1, args_2
-    output = interpreter.get_output_details()[0]["index"]
 
-    def run(roi: np.ndarray, mask: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-        for detail, value in zip(inputs, (roi, mask, matrix)):
-            interpreter.set_tensor(detail["index"], value)
-        interpreter.invoke()
-        return interpreter.get_tensor(output).copy()
+    def signature(name: str) -> Callable[..., np.ndarray]:
+        runner = interpreter.get_signature_runner(name)
+        details = runner.get_input_details()
+        keys = sorted(details)  # args_0, args_1, args_2
 
-    return run
+        def run(*arrays: np.ndarray) -> np.ndarray:
+            outputs = runner(**{k: np.asarray(a, details[k]["dtype"]) for k, a in zip(keys, arrays)})
+            return next(iter(outputs.values())).copy()
+        return run
+
+    return TileStages(signature("sample"), signature("budget"), signature("addclip"), tile=tile)
 
 
 def coreml_runner(path: Path) -> Runner:
@@ -125,25 +174,32 @@ def coreml_runner(path: Path) -> Runner:
 
     spec = load_program(path)
 
-    def run(roi: np.ndarray, mask: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-        outputs = evaluate(spec, {"roi": roi.astype(np.float32), "mask": mask, "matrix": matrix})
+    def run(roi: np.ndarray, mask: np.ndarray, matrix: np.ndarray, budget: np.ndarray) -> np.ndarray:
+        outputs = evaluate(spec, {"roi": roi.astype(np.float32), "mask": mask, "matrix": matrix, "budget": budget})
         return outputs["cloaked"].astype(np.uint8)
 
     return run
 
 
-def runner_for(fmt: str, path: Path) -> Runner:
-    return {"onnx": onnx_runner, "tflite": tflite_runner, "coreml": coreml_runner}[fmt](path)
+def runner_for(fmt: str, path: Path, tile: int) -> Runner | TileStages:
+    if fmt == "tflite":
+        return tflite_runner(path, tile)
+    return {"onnx": onnx_runner, "coreml": coreml_runner}[fmt](path)
 
 
 def verify_exports(paths: dict[str, Path], mask_size: int, tile: int, photos: int = 3) -> Iterator[str]:
-    """One line per format: worst difference to the server apply over a few LFW photos (raises if > 1)."""
+    """One line per format: worst difference to the server apply over a few LFW photos, each cloaked with a
+    format-2 mask and a format-3 (perceptual budget) mask (raises if > 1)."""
     cases = lfw_cases(photos)
-    masks = [random_mask_bytes(seed, mask_size) for seed in range(len(cases))]
+    pairs = [(case, random_mask_bytes(seed, mask_size, perceptual=budget))
+             for seed, case in enumerate(cases) for budget in (None, TEST_BUDGET)]
     for fmt, path in paths.items():
-        runner = runner_for(fmt, path)
-        worst = max(compare(runner, m, c, tile if fmt == "tflite" else None) for m, c in zip(masks, cases))
+        runner = runner_for(fmt, path, tile)
+        results = [agreement(runner, mask, case) for case, mask in pairs]
+        worst = max(r.max_levels for r in results)
         if worst > TOLERANCE_LEVELS:
             raise AssertionError(f"{fmt}: differs from the server apply by {worst} grey levels")
-        yield f"{fmt:7s} max |op - server apply| = {worst}/255 over {len(cases)} LFW photos"
+        share = max(r.share for r in results)
+        yield (f"{fmt:7s} max |op - server apply| = {worst}/255 over {len(cases)} LFW photos x (format 2, 3) masks; "
+               f"at most {share:.4%} of pixel values differ")
 

@@ -1,4 +1,4 @@
-"""Export the on-device add-and-clip op to ONNX, Core ML (ML Program) and TFLite.
+"""Export the on-device op (perceptual budget + add-and-clip) to ONNX, Core ML (ML Program) and TFLite.
 
 ``facecloak-export ondevice`` registers it through :func:`add_ondevice_parser`.
 """
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from facecloak.clients.ondevice_onnx import export_onnx
-from facecloak.clients.ondevice_op import AddAndClip, OpConfig, example_inputs
+from facecloak.clients.ondevice_op import CloakOp, OpConfig, cloak_example_inputs
 from facecloak.errors import BadOptionError, FaceCloakError
 
 FORMATS = ("onnx", "coreml", "tflite")
@@ -54,7 +54,10 @@ def model_bytes(path: Path) -> int:
 
 
 def export_coreml(path: Path, mask_size: int = 112) -> Path:
-    """Core ML ML Program (.mlpackage), iOS 16+, fp32 compute, float32 NHWC ROI with a ranged size."""
+    """Core ML ML Program (.mlpackage), iOS 16+, fp32 compute, float32 NHWC ROI with a ranged size.
+
+    Inputs roi, mask, matrix, budget (ondevice_op.CloakOp); output cloaked.
+    """
     try:
         import coremltools as ct
     except ImportError as exc:
@@ -64,19 +67,20 @@ def export_coreml(path: Path, mask_size: int = 112) -> Path:
 
     config = OpConfig(mask_size=mask_size, io_dtype="float32")
     side = torch.export.Dim("side_h", min=8, max=MAX_ROI_SIDE), torch.export.Dim("side_w", min=8, max=MAX_ROI_SIDE)
-    program = torch.export.export(AddAndClip(config).eval(), example_inputs(config),
-                                  dynamic_shapes={"roi": {1: side[0], 2: side[1]}, "mask": None, "matrix": None})
+    program = torch.export.export(CloakOp(config).eval(), cloak_example_inputs(config),
+                                  dynamic_shapes={"roi": {1: side[0], 2: side[1]}, "mask": None, "matrix": None, "budget": None})
     roi_shape = ct.Shape(shape=(1, ct.RangeDim(8, MAX_ROI_SIDE), ct.RangeDim(8, MAX_ROI_SIDE), 3))
     model = ct.convert(
         program.run_decompositions({}),
         inputs=[ct.TensorType(name="roi", shape=roi_shape, dtype=np.float32),
                 ct.TensorType(name="mask", shape=(mask_size, mask_size, 3), dtype=np.float32),
-                ct.TensorType(name="matrix", shape=(2, 3), dtype=np.float32)],
+                ct.TensorType(name="matrix", shape=(2, 3), dtype=np.float32),
+                ct.TensorType(name="budget", shape=(3,), dtype=np.float32)],
         outputs=[ct.TensorType(name="cloaked")],
         convert_to="mlprogram", minimum_deployment_target=ct.target.iOS16,
         compute_precision=ct.precision.FLOAT32,  # fp16 would round the 0..255 sum to 1/8 level steps
     )
-    model.short_description = "FaceCloak on-device add-and-clip (docs/ondevice.md)"
+    model.short_description = "FaceCloak on-device perceptual budget + add-and-clip (docs/ondevice.md)"
     model.save(str(path))
     return path
 

@@ -1,9 +1,10 @@
 // FaceCloak on-device mask application for Android: ONNX Runtime (Mobile) + ML Kit face landmarks.
 // Reference snippet, NOT built or run in this repository (no Android toolchain here); the same logic
 // is exercised in Python by facecloak.clients.ondevice_reference and tests/test_ondevice_*.py.
-// Model: facecloak_addclip_112.onnx from `facecloak-export ondevice` (inputs roi u8 NHWC, mask, matrix).
-// LiteRT alternative: the .tflite has a fixed 256x256 ROI tile; run it per tile with the matrix
-// translation shifted by M·(tx, ty) (ondevice_reference.run_tiled).
+// Model: facecloak_addclip_112.onnx from `facecloak-export ondevice` (inputs roi u8 NHWC, mask, matrix, budget).
+// LiteRT alternative: the .tflite works on fixed 256x256 ROI tiles through three signatures: "sample"
+// per tile (window = tx, ty, W, H; sum the (3, S, S) outputs), "budget" once (-> clipped mask), then
+// "addclip" per tile with the matrix translation shifted by M·(tx, ty) (ondevice_reference.run_tiled).
 // Spec of the mask file: docs/mask-format.md. Never log or upload the mask: it is the user's secret.
 package com.facecloak.ondevice
 
@@ -23,7 +24,8 @@ import kotlin.math.floor
 class BadMaskException(msg: String) : Exception(msg)
 class BadLandmarksException(msg: String) : Exception(msg)
 
-class DeviceMask(val side: Int, val values: FloatArray, val points: Array<DoubleArray>)
+/** [budget]: the op's budget input (eps * 255, floor, contrast); (255, 1, 1) = no budget (versions 1 and 2). */
+class DeviceMask(val side: Int, val values: FloatArray, val points: Array<DoubleArray>, val budget: FloatArray)
 
 private val T112 = arrayOf(
     doubleArrayOf(38.2946, 51.6963), doubleArrayOf(73.5318, 51.5014), doubleArrayOf(56.0252, 71.7366),
@@ -35,11 +37,12 @@ fun loadMask(bytes: ByteArray, expectedSide: Int = 112): DeviceMask {
     if (bytes.size < 29 || String(bytes, 0, 4, Charsets.US_ASCII) != "FCMK") throw BadMaskException("not a FaceCloak mask")
     val b = ByteBuffer.wrap(bytes).order(ByteOrder.LITTLE_ENDIAN)
     val version = b.getShort(4).toInt() and 0xFFFF
-    if (version != 1 && version != 2) throw BadMaskException("mask format version $version is not supported")
+    if (version !in 1..3) throw BadMaskException("mask format version $version is not supported")
     val header = b.getShort(6).toInt() and 0xFFFF
     val side = b.getShort(8).toInt() and 0xFFFF
     val n = bytes[28].toInt() and 0xFF
-    if (header != 29 + n || bytes[10].toInt() != 3 || side !in 8..1024) throw BadMaskException("header corrupted")
+    val extra = if (version == 3) 13 else 0  // version 3: the perceptual block (rule, eps, floor, contrast)
+    if (header != 29 + n + extra || bytes[10].toInt() != 3 || side !in 8..1024) throw BadMaskException("header corrupted")
     if (bytes[11].toInt() != 1) throw BadMaskException("unknown template")
     if (side != expectedSide) throw BadMaskException("mask is $side px, the op expects $expectedSide px")
     val scale = b.getFloat(12).toDouble()
@@ -53,6 +56,17 @@ fun loadMask(bytes: ByteArray, expectedSide: Int = 112): DeviceMask {
     // Version 2 checksums every byte but the CRC field itself; version 1 only the payload.
     val crc32 = CRC32().apply { if (version == 1) update(bytes, header, size.toInt()) else { update(bytes, 0, 24); update(bytes, 28, bytes.size - 28) } }
     if (crc32.value != crc) throw BadMaskException("mask is corrupted (checksum mismatch)")
+    val budget = floatArrayOf(255f, 1f, 1f)  // no budget: the op allows 255 everywhere (a no-op clip)
+    if (version == 3) {
+        val at = 29 + n
+        val rule = bytes[at].toInt() and 0xFF
+        if (rule != 1) throw BadMaskException("mask uses unknown perceptual budget rule $rule")
+        val eps = b.getFloat(at + 1); val flat = b.getFloat(at + 5); val contrast = b.getFloat(at + 9)  // flat: "floor"
+        if (!eps.isFinite() || !flat.isFinite() || !contrast.isFinite()) throw BadMaskException("mask perceptual budget is not finite")
+        if (eps <= 0f || eps * 255f > 64f + 1e-3f || flat !in 0f..1f || contrast <= 0f || contrast > 1f)
+            throw BadMaskException("mask perceptual budget is out of range")
+        budget[0] = eps * 255f; budget[1] = flat; budget[2] = contrast
+    }
     val n3 = side * side * 3
     if (version >= 2 && size > n3 + (n3 shr 12) + (n3 shr 14) + (n3 shr 25) + 13) throw BadMaskException("payload too large")
     val raw = ByteArray(n3 + 1)  // one spare byte: a payload inflating to more is refused, never inflated further
@@ -63,7 +77,7 @@ fun loadMask(bytes: ByteArray, expectedSide: Int = 112): DeviceMask {
     if (version >= 2 && (peak > 127 || peak * grey > 64f + grey / 2f + 1e-3f)) throw BadMaskException("mask amplitude exceeds the largest budget")
     val values = FloatArray(n3) { raw[it] * grey }                                // int8 levels -> 0..255 scale
     val points = Array(5) { i -> DoubleArray(2) { k -> ((T112[i][k] - 56.0) / scale + 56.0) * side / 112.0 } }
-    return DeviceMask(side, values, points)
+    return DeviceMask(side, values, points, budget)
 }
 
 /** ML Kit landmarks in template order (image-left first: the subject's RIGHT eye and mouth corner). */
@@ -114,9 +128,12 @@ class FaceCloakOp(modelBytes: ByteArray) : AutoCloseable {
         OnnxTensor.createTensor(env, roi, longArrayOf(1, h.toLong(), w.toLong(), 3), ai.onnxruntime.OnnxJavaType.UINT8).use { r ->
             OnnxTensor.createTensor(env, FloatBuffer.wrap(mask.values), longArrayOf(mask.side.toLong(), mask.side.toLong(), 3)).use { mk ->
                 OnnxTensor.createTensor(env, FloatBuffer.wrap(shifted), longArrayOf(2, 3)).use { mt ->
-                    session.run(mapOf("roi" to r, "mask" to mk, "matrix" to mt)).use { out ->
-                        val cloaked = (out[0] as OnnxTensor).byteBuffer                // uint8, rounded and clipped
-                        for (y in 0 until h) cloaked.get(rgb, ((y0 + y) * width + x0) * 3, w * 3)
+                    OnnxTensor.createTensor(env, FloatBuffer.wrap(mask.budget), longArrayOf(3)).use { bd ->
+                        // The model computes the budget from the ROI in the mask's frame, clips the mask, adds it.
+                        session.run(mapOf("roi" to r, "mask" to mk, "matrix" to mt, "budget" to bd)).use { out ->
+                            val cloaked = (out[0] as OnnxTensor).byteBuffer            // uint8, rounded and clipped
+                            for (y in 0 until h) cloaked.get(rgb, ((y0 + y) * width + x0) * 3, w * 3)
+                        }
                     }
                 }
             }

@@ -1,7 +1,7 @@
 // FaceCloak on-device mask application for iOS: Core ML (ML Program) + Vision landmarks.
 // Reference snippet, NOT built or run in this repository (no Apple toolchain on Linux); the same
 // logic is exercised in Python by facecloak.clients.ondevice_reference and tests/test_ondevice_*.py.
-// Model: facecloak_addclip_112.mlpackage from `facecloak-export ondevice` (inputs roi, mask, matrix).
+// Model: facecloak_addclip_112.mlpackage from `facecloak-export ondevice` (inputs roi, mask, matrix, budget).
 // Spec of the mask file: docs/mask-format.md. Never log or upload the mask: it is the user's secret.
 
 import CoreML
@@ -16,6 +16,7 @@ struct DeviceMask {
     let side: Int
     let values: MLMultiArray      // (S, S, 3) float32, delta on the 0..255 scale
     let points: [SIMD2<Double>]   // template landmarks in mask pixels
+    let budget: MLMultiArray      // (3,) float32: eps * 255, floor, contrast; (255, 1, 1) = no budget (v1/v2)
 }
 
 private func le<T: FixedWidthInteger>(_ d: Data, _ at: Int, _: T.Type) -> T {
@@ -26,9 +27,11 @@ private func le<T: FixedWidthInteger>(_ d: Data, _ at: Int, _: T.Type) -> T {
 func loadMask(_ d: Data, expectedSide: Int = 112) throws -> DeviceMask {
     guard d.count >= 29, d.prefix(4) == Data("FCMK".utf8) else { throw CloakError.badMask("not a FaceCloak mask") }
     let version = le(d, 4, UInt16.self)
-    guard version == 1 || version == 2 else { throw CloakError.badMask("mask format version \(version) is not supported") }
+    guard (1...3).contains(version) else { throw CloakError.badMask("mask format version \(version) is not supported") }
     let header = Int(le(d, 6, UInt16.self)), side = Int(le(d, 8, UInt16.self)), n = Int(d[d.startIndex + 28])
-    guard header == 29 + n, d[d.startIndex + 10] == 3, (8...1024).contains(side) else { throw CloakError.badMask("header corrupted") }
+    // Version 3 appends the 13-byte perceptual block (rule, eps, floor, contrast) after the model set.
+    let extra = version == 3 ? 13 : 0
+    guard header == 29 + n + extra, d[d.startIndex + 10] == 3, (8...1024).contains(side) else { throw CloakError.badMask("header corrupted") }
     guard d[d.startIndex + 11] == 1 else { throw CloakError.badMask("unknown template") }
     guard side == expectedSide else { throw CloakError.badMask("mask is \(side) px, the op expects \(expectedSide) px") }
     let scale = Double(Float(bitPattern: le(d, 12, UInt32.self))), quantum = Float(bitPattern: le(d, 16, UInt32.self))
@@ -45,6 +48,18 @@ func loadMask(_ d: Data, expectedSide: Int = 112) throws -> DeviceMask {
         return UInt32(crc32(crc32(0, p, 24), p + 28, uInt(d.count - 28)))
     }
     guard actual == crc else { throw CloakError.badMask("mask is corrupted (checksum mismatch)") }
+    // The op's budget input: (eps * 255, floor, contrast); a mask without a budget allows 255 everywhere.
+    var budget: [Float] = [255, 1, 1]
+    if version == 3 {
+        let at = 29 + n
+        guard d[d.startIndex + at] == 1 else { throw CloakError.badMask("mask uses unknown perceptual budget rule \(d[d.startIndex + at])") }
+        let eps = Float(bitPattern: le(d, at + 1, UInt32.self)), flat = Float(bitPattern: le(d, at + 5, UInt32.self))
+        let contrast = Float(bitPattern: le(d, at + 9, UInt32.self))
+        guard eps.isFinite, flat.isFinite, contrast.isFinite else { throw CloakError.badMask("mask perceptual budget is not finite") }
+        guard eps > 0, eps * 255 <= 64 + 1e-3, (0...1).contains(flat), contrast > 0, contrast <= 1 else {
+            throw CloakError.badMask("mask perceptual budget is out of range") }
+        budget = [eps * 255, flat, contrast]  // flat: the "floor" share of eps on flat pixels
+    }
     let n3 = side * side * 3
     guard version == 1 || size <= n3 + (n3 >> 12) + (n3 >> 14) + (n3 >> 25) + 13 else { throw CloakError.badMask("payload too large") }
     // Compression's ZLIB is raw DEFLATE: drop the 2-byte zlib header and the 4-byte Adler-32 trailer.
@@ -61,7 +76,9 @@ func loadMask(_ d: Data, expectedSide: Int = 112) throws -> DeviceMask {
     for i in 0..<n3 { ptr[i] = Float(raw[i]) * grey }
     let t112: [SIMD2<Double>] = [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]]
     let points = t112.map { (($0 - 56) / scale + 56) * Double(side) / 112 }
-    return DeviceMask(side: side, values: values, points: points)
+    let budgetArray = try MLMultiArray(shape: [3], dataType: .float32)
+    for i in 0..<3 { budgetArray[i] = NSNumber(value: budget[i]) }
+    return DeviceMask(side: side, values: values, points: points, budget: budgetArray)
 }
 
 /// Least-squares similarity src -> dst (closed form, equals Umeyama in 2-D). Returns [a, -b, tx; b, a, ty].
@@ -117,7 +134,8 @@ final class FaceCloakOp {
         let mat = try MLMultiArray(shape: [2, 3], dataType: .float32)
         let shifted = [m[0], m[1], m[2] + m[0] * Double(x0) + m[1] * Double(y0), m[3], m[4], m[5] + m[3] * Double(x0) + m[4] * Double(y0)]
         for i in 0..<6 { mat[i] = NSNumber(value: shifted[i]) }
-        let input = try MLDictionaryFeatureProvider(dictionary: ["roi": roi, "mask": mask.values, "matrix": mat])
+        // The model computes the budget from the ROI in the mask's frame, clips the mask, then adds it.
+        let input = try MLDictionaryFeatureProvider(dictionary: ["roi": roi, "mask": mask.values, "matrix": mat, "budget": mask.budget])
         let out = try model.prediction(from: input).featureValue(for: "cloaked")!.multiArrayValue!
         let o = out.dataPointer.bindMemory(to: Float.self, capacity: h * w * 3)  // already rounded and clipped
         for y in 0..<h { for x in 0..<w { for c in 0..<3 { rgba[(y0 + y) * rowBytes + (x0 + x) * 4 + c] = UInt8(o[(y * w + x) * 3 + c]) } } }
