@@ -32,6 +32,34 @@ private val T112 = arrayOf(
     doubleArrayOf(41.5493, 92.3655), doubleArrayOf(70.7299, 92.2041),
 )
 
+/** Parse a mask file that may hold a set (version 4, docs/mask-format.md "Version 4"); a single mask is a set of one. */
+fun loadMaskSet(bytes: ByteArray, expectedSide: Int = 112): List<DeviceMask> {
+    val b = ByteBuffer.wrap(bytes).order(ByteOrder.LITTLE_ENDIAN)
+    if (bytes.size < 6 || String(bytes, 0, 4, Charsets.US_ASCII) != "FCMK" || (b.getShort(4).toInt() and 0xFFFF) != 4) {
+        return listOf(loadMask(bytes, expectedSide))
+    }
+    if (bytes.size < 12) throw BadMaskException("mask set is truncated")
+    val count = b.getShort(6).toInt() and 0xFFFF
+    if (count !in 2..16) throw BadMaskException("mask set claims $count members")
+    val crc = CRC32().apply { update(bytes, 0, 8); update(bytes, 12, bytes.size - 12) }
+    if (crc.value != (b.getInt(8).toLong() and 0xFFFFFFFFL)) throw BadMaskException("mask set is corrupted (checksum mismatch)")
+    val members = ArrayList<DeviceMask>(count)
+    var at = 12
+    repeat(count) {
+        if (at + 4 > bytes.size) throw BadMaskException("mask set is truncated")
+        val length = b.getInt(at).toLong() and 0xFFFFFFFFL
+        at += 4
+        if (length > bytes.size - at) throw BadMaskException("mask set is truncated")
+        members.add(loadMask(bytes.copyOfRange(at, at + length.toInt()), expectedSide))
+        at += length.toInt()
+    }
+    if (at != bytes.size) throw BadMaskException("mask set has bytes after its last member")
+    return members
+}
+
+/** One member per photo, uniformly at random: cloaked photos then do not all carry the same pattern. */
+fun pickMember(set: List<DeviceMask>): DeviceMask = set[kotlin.random.Random.nextInt(set.size)]
+
 /** Parse and verify a .fcmask (docs/mask-format.md, "Reading, in order"). */
 fun loadMask(bytes: ByteArray, expectedSide: Int = 112): DeviceMask {
     if (bytes.size < 29 || String(bytes, 0, 4, Charsets.US_ASCII) != "FCMK") throw BadMaskException("not a FaceCloak mask")

@@ -81,6 +81,32 @@ func loadMask(_ d: Data, expectedSide: Int = 112) throws -> DeviceMask {
     return DeviceMask(side: side, values: values, points: points, budget: budgetArray)
 }
 
+/// Parse a mask file that may hold a set (version 4, docs/mask-format.md "Version 4"); a single mask is a set of one.
+func loadMaskSet(_ d: Data, expectedSide: Int = 112) throws -> [DeviceMask] {
+    guard d.count >= 6, d.prefix(4) == Data("FCMK".utf8), le(d, 4, UInt16.self) == 4 else { return [try loadMask(d, expectedSide: expectedSide)] }
+    guard d.count >= 12 else { throw CloakError.badMask("mask set is truncated") }
+    let count = Int(le(d, 6, UInt16.self)), crc = le(d, 8, UInt32.self)
+    guard (2...16).contains(count) else { throw CloakError.badMask("mask set claims \(count) members") }
+    let actual: UInt32 = d.withUnsafeBytes { all in
+        let p = all.bindMemory(to: UInt8.self).baseAddress!
+        return UInt32(crc32(crc32(0, p, 8), p + 12, uInt(d.count - 12)))
+    }
+    guard actual == crc else { throw CloakError.badMask("mask set is corrupted (checksum mismatch)") }
+    var members: [DeviceMask] = [], at = 12
+    for _ in 0..<count {
+        guard at + 4 <= d.count else { throw CloakError.badMask("mask set is truncated") }
+        let length = Int(le(d, at, UInt32.self)); at += 4
+        guard length <= d.count - at else { throw CloakError.badMask("mask set is truncated") }
+        members.append(try loadMask(d.subdata(in: d.startIndex + at..<d.startIndex + at + length), expectedSide: expectedSide))
+        at += length
+    }
+    guard at == d.count else { throw CloakError.badMask("mask set has bytes after its last member") }
+    return members
+}
+
+/// One member per photo, uniformly at random: cloaked photos then do not all carry the same pattern.
+func pickMember(_ set: [DeviceMask]) -> DeviceMask { set[Int.random(in: 0..<set.count)] }
+
 /// Least-squares similarity src -> dst (closed form, equals Umeyama in 2-D). Returns [a, -b, tx; b, a, ty].
 func fitSimilarity(_ src: [SIMD2<Double>], _ dst: [SIMD2<Double>]) throws -> [Double] {
     guard src.count == 5, src.allSatisfy({ $0.x.isFinite && $0.y.isFinite }) else { throw CloakError.badLandmarks("need 5 finite landmarks") }
