@@ -13,7 +13,7 @@ from facecloak.anchors.gallery import identity_of
 from facecloak.errors import BadOptionError
 from facecloak.evaluate.baselines import centre_targets, noise_mask, per_image_masks
 from facecloak.evaluate.cli import config_from_args
-from facecloak.evaluate.report import _verdict, save_examples, write_report
+from facecloak.evaluate.report import _verdict, save_examples, save_visibility_grid, write_report
 from facecloak.evaluate.protocol import QUICK, EvalConfig, load_dataset, person_seed, upload
 from facecloak.evaluate.summary import box, summarise
 from facecloak.faces import AlignedFrame
@@ -157,7 +157,9 @@ def test_report_draws_budget_and_jpeg_plots(tmp_path):
     cfg = replace(EvalConfig(), surrogates=("sface",), targets=("sface", "facenet"), jpeg=(90, 50), budget_scales=(0.5,))
     def variant(method, surrogate, scale, rank):
         attack = {str(q): {t: {"rank": [rank, 0], "genuine": [[0.1], [0.9]]} for t in cfg.targets} for q in cfg.jpeg}
-        return {"method": method, "surrogate": surrogate, "scale": scale, "ssim": [0.9, 0.9], "psnr": [30.0, 31.0], "attack": attack}
+        flip = [0.0, 0.0] if method == "clean" else [0.05 * scale, 0.1 * scale]
+        return {"method": method, "surrogate": surrogate, "scale": scale, "ssim": [0.9, 0.9], "psnr": [30.0, 31.0], "attack": attack,
+                "flip_mean": flip}
     records = [{"variants": [variant("clean", "-", 1.0, 0), variant("noise", "-", 1.0, 0), variant("noise", "-", 0.5, 0),
                              variant("ours", "sface", 1.0, 7), variant("ours", "sface", 0.5, 0), variant("ours_bm", "sface", 1.0, 0),
                              variant("centre_uniform", "sface", 1.0, 0), variant("centre", "sface", 1.0, 7), variant("pgd", "sface", 1.0, 3)]}]
@@ -169,8 +171,11 @@ def test_report_draws_budget_and_jpeg_plots(tmp_path):
                     "anchors": {"identities": 500}},
     }
     save_examples([("clean", np.zeros((50, 40, 3), np.uint8)), ("ours", np.full((50, 40, 3), 255, np.uint8))], tmp_path / "examples.png")
+    face = np.random.default_rng(0).integers(60, 200, (48, 40, 3), dtype=np.uint8)
+    save_visibility_grid([("A", face, np.clip(face.astype(int) + 30, 0, 255).astype(np.uint8)), ("B", face, face)],
+                         tmp_path / "visibility_grid.png")
     text = write_report(results, tmp_path).read_text()
-    for png in ("psr_vs_budget.png", "psr_vs_jpeg.png", "examples.png"):
+    for png in ("psr_vs_budget.png", "psr_vs_jpeg.png", "psr_vs_flip.png", "examples.png", "visibility_grid.png"):
         assert f"]({png})" in text
         assert Image.open(tmp_path / png).size[0] > 100
     assert "| ours (full) | sface | facenet | black-box | 8/32 | 50.0% | 50.0% | 50.0% |" in text

@@ -123,8 +123,8 @@ def face_region(box: Box, shape: tuple[int, ...], margin: float = FACE_MARGIN) -
     return None if min(x1 - x0, y1 - y0) < _SSIM_MIN_SIDE else (x0, y0, x1, y1)
 
 
-def _flip(clean: np.ndarray, cloaked: np.ndarray) -> np.ndarray:
-    """FLIP error per pixel (LDR, sRGB inputs, the default 67 pixels per degree)."""
+def flip_error_map(clean: np.ndarray, cloaked: np.ndarray) -> np.ndarray:
+    """FLIP error per pixel (LDR, sRGB inputs, the default 67 pixels per degree), (H, W) in [0, 1]."""
     reference, test = (img.astype(np.float32) / 255.0 for img in (clean, cloaked))
     error, _, _ = flip_evaluator.evaluate(reference, test, "LDR", applyMagma=False)
     return error[..., 0]
@@ -145,6 +145,6 @@ def measure_quality(clean: np.ndarray, cloaked: np.ndarray, face_box: Box | None
     if scale < 1:
         size = (max(round(face.shape[1] * scale), _SSIM_MIN_SIDE), max(round(face.shape[0] * scale), _SSIM_MIN_SIDE))
         face, cloaked_face = (cv2.resize(img, size, interpolation=cv2.INTER_AREA) for img in (face, cloaked_face))
-    error = _flip(face, cloaked_face)
+    error = flip_error_map(face, cloaked_face)
     return replace(full, face_ssim=ssim(face, cloaked_face), flip_mean=float(error.mean()),
                    flip_p99=float(np.percentile(error, 99)), flip_visible=float(np.mean(error > FLIP_VISIBLE)))

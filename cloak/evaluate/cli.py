@@ -109,8 +109,16 @@ def config_from_args(args: argparse.Namespace):
     return cfg
 
 
+GRID_PEOPLE = 8  # people in the report's visibility grid
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .report import EXAMPLE_METHODS, LABELS, save_examples, write_report
+    import numpy as np
+
+    from ..apply import face_region
+    from ..errors import FaceCloakError
+    from ..faces import FaceDetector, detect_largest_face
+    from .report import EXAMPLE_METHODS, LABELS, save_examples, save_visibility_grid, write_report
     from .protocol import ensemble_label
     from .runner import RESULTS, run_eval
 
@@ -124,12 +132,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return 0
     cfg = config_from_args(args)
     first = cfg.surrogates[0] if cfg.surrogates else ensemble_label(cfg.ensembles[0])
+    detector = FaceDetector()
+
+    grid: list[tuple[str, np.ndarray, np.ndarray]] = []
 
     def examples(index: int, record: dict, variants: list) -> None:
+        picks = {v.method: v.photos[0] for v in variants if v.scale == 1.0 and v.surrogate in (first, "-")}
         if index == 0:  # one held-out photo of the first person, every method with the first surrogate
-            picks = {v.method: v.photos[0] for v in variants if v.scale == 1.0 and v.surrogate in (first, "-")}
             tiles = [(LABELS[m], picks[m]) for m in EXAMPLE_METHODS if m in picks]
             save_examples(tiles, out / "examples.png")
+        if index < GRID_PEOPLE and {"ours", "clean"} <= picks.keys():  # the visibility grid: face box + 10 %, at the photo's resolution
+            try:
+                box = detect_largest_face(detector, picks["clean"]).box
+            except FaceCloakError:
+                return
+            region = face_region(box, picks["clean"].shape)
+            if region is not None:
+                x0, y0, x1, y1 = region
+                grid.append((record["person"], picks["clean"][y0:y1, x0:x1], picks["ours"][y0:y1, x0:x1]))
+                save_visibility_grid(grid, out / "visibility_grid.png")
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)

@@ -313,6 +313,38 @@ def plot_psr_vs_budget(results: dict, path: Path) -> bool:
     return True
 
 
+def plot_psr_vs_flip(results: dict, path: Path) -> bool:
+    """Top-1 PSR against what people see (face FLIP mean), black-box rows and noise, per target, at the
+    headline upload: every method and budget as a point, each method's budgets joined; False without FLIP."""
+    cfg = results["config"]
+    rows = [r for r in results["rows"] if r["jpeg"] == cfg["jpeg"][0] and r.get("flip_mean") is not None
+            and r["box"] in ("black-box", "none") and r["method"] != "clean"]
+    if not rows:
+        return False
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.6, 3.8), dpi=90)
+    markers = dict(zip(LABELS, "o.s^vDP*x"))
+    for target in cfg["targets"]:
+        for method in LABELS:
+            for surrogate in sorted({r["surrogate"] for r in rows if r["method"] == method and r["target"] == target}):
+                pts = sorted((r["flip_mean"], r["top1_psr"]) for r in rows
+                             if (r["method"], r["target"], r["surrogate"]) == (method, target, surrogate))
+                if pts:
+                    source = "" if surrogate == "-" else f"{surrogate} "
+                    ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], "-" + markers[method], ms=5,
+                            label=f"{LABELS[method]}, {source}→ {target}")
+    ax.set_xlabel("face FLIP mean (what people see; lower is less visible)")
+    ax.set_ylabel(f"black-box top-1 PSR % (JPEG {_jpeg_label(cfg['jpeg'][0])})")
+    ax.set_ylim(-2, 102)
+    ax.set_xlim(left=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=5, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
 def plot_psr_vs_jpeg(results: dict, path: Path) -> bool:
     """Top-1 PSR against upload JPEG quality, each method with the first surrogate, per target."""
     cfg = results["config"]
@@ -359,6 +391,26 @@ def save_examples(tiles: Sequence[tuple[str, np.ndarray]], path: Path, side: int
     plt.close(fig)
 
 
+def save_visibility_grid(faces: Sequence[tuple[str, np.ndarray, np.ndarray]], path: Path, zoom: int = 2) -> None:
+    """One row per person: clean face | cloaked face | FLIP error map (magma, 0..1), each at the photo's own
+    resolution enlarged ``zoom`` x with nearest-neighbour pixels (no smoothing hides or adds speckle)."""
+    from ..apply import flip_error_map
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(faces), 3, figsize=(3 * 1.9, 1.9 * len(faces)), dpi=100, squeeze=False)
+    for row, (name, clean, cloaked) in zip(axes, faces):
+        error = flip_error_map(clean, cloaked)
+        tiles = (("clean", clean), ("cloaked", cloaked), (f"FLIP mean {error.mean():.3f}, >0.2: {np.mean(error > 0.2):.0%}", error))
+        for ax, (label, img) in zip(row, tiles):
+            big = np.repeat(np.repeat(img, zoom, axis=0), zoom, axis=1)
+            ax.imshow(big, cmap="magma", vmin=0.0, vmax=1.0, interpolation="nearest") if img.ndim == 2 else ax.imshow(big, interpolation="nearest")
+            ax.set_title(label if label != "clean" else f"{name}: clean", fontsize=6)
+            ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def write_report(results: dict, out_dir: Path, title: str = "FaceCloak protection benchmark") -> Path:
     """report.md plus the plots it links, next to results.json."""
     cfg = results["config"]
@@ -368,8 +420,13 @@ def write_report(results: dict, out_dir: Path, title: str = "FaceCloak protectio
         plots.append(("PSR vs budget", "psr_vs_budget.png"))
     if plot_psr_vs_jpeg(results, out_dir / "psr_vs_jpeg.png"):
         plots.append(("PSR vs JPEG quality", "psr_vs_jpeg.png"))
+    if plot_psr_vs_flip(results, out_dir / "psr_vs_flip.png"):
+        plots.append(("Protection vs visibility: black-box top-1 PSR against face FLIP", "psr_vs_flip.png"))
     if (out_dir / "examples.png").exists():
         plots.append(("Examples: one held-out photo, clean and cloaked (before upload)", "examples.png"))
+    if (out_dir / "visibility_grid.png").exists():
+        plots.append(("What people see: the first held-out photo of the first people in the benchmark's (seeded random) "
+                      "order, face box + 10 %, clean | ours | FLIP error", "visibility_grid.png"))
     thresholds = ", ".join(f"{m} {t['threshold']:.3f} ({t['impostor_pairs']:,} clean impostor pairs)"
                            for m, t in results["thresholds"].items())
     rows = main_rows(results)
