@@ -397,7 +397,10 @@ def save_visibility_grid(faces: Sequence[tuple[str, np.ndarray, np.ndarray]], pa
     from ..apply import flip_error_map
 
     plt = _pyplot()
-    fig, axes = plt.subplots(len(faces), 3, figsize=(3 * 1.9, 1.9 * len(faces)), dpi=100, squeeze=False)
+    dpi = 100  # the figure is sized so that one enlarged pixel is ``zoom`` pixels of the PNG (room for titles)
+    side_w = max(c.shape[1] for _, c, _ in faces) * zoom + 20
+    side_h = max(c.shape[0] for _, c, _ in faces) * zoom + 30
+    fig, axes = plt.subplots(len(faces), 3, figsize=(3 * side_w / dpi, len(faces) * side_h / dpi), dpi=dpi, squeeze=False)
     for row, (name, clean, cloaked) in zip(axes, faces):
         error = flip_error_map(clean, cloaked)
         tiles = (("clean", clean), ("cloaked", cloaked), (f"FLIP mean {error.mean():.3f}, >0.2: {np.mean(error > 0.2):.0%}", error))
