@@ -191,3 +191,17 @@ def test_report_draws_budget_and_jpeg_plots(tmp_path):
     assert _verdict(ours_row, [{"top1_psr": 0.5, "ssim": 0.89}]) == "yes (+30.0 pts, SSIM 0.900 vs 0.890)"
     assert _verdict(ours_row, []) == "–"
     assert "**sface -> facenet: 50.0% < 80%.** Per-image PGD from the same surrogate and budget reaches 50.0%" in text
+
+
+def test_perceptual_runs_enroll_our_method_with_the_rows_eps_a_as_the_perceptual_budget():
+    from types import SimpleNamespace
+
+    from facecloak.evaluate.harness import Harness
+
+    cfg = config_from_args(build_parser().parse_args(["eval", "--quick", "--perceptual"]))
+    assert cfg.perceptual and cfg.fingerprint() != replace(cfg, perceptual=False).fingerprint()
+    for scale in (1.0, 0.5):
+        enroll = Harness.enroll_config(SimpleNamespace(cfg=cfg), ("sface",), 0, scale)
+        assert enroll.perceptual is not None and enroll.perceptual.eps == pytest.approx(cfg.eps_focus * scale)
+    plain = Harness.enroll_config(SimpleNamespace(cfg=replace(cfg, perceptual=False)), ("sface",), 0)
+    assert plain.perceptual is None

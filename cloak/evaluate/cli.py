@@ -71,6 +71,8 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
                    help="per-surrogate gradient balancing (PGDConfig.balance_surrogates) in every enrollment")
     p.add_argument("--mask-set", type=int, help="masks per enrollment of our method (EnrollConfig.members, default 1); "
                    "each probe is cloaked by the member `facecloak apply` would pick")
+    p.add_argument("--perceptual", action="store_true", default=None,
+                   help="our method with the perceptual budget (facecloak enroll --perceptual; eps = the row's eps_A)")
     p.add_argument("--methods", type=_names, help="subset of clean,noise,centre_uniform,centre,pgd,ours_bm,ours")
     p.add_argument("--jpeg", type=_ints, help="upload JPEG qualities, first = headline (default 90,75,50; 0 = none)")
     p.add_argument("--resize", type=float, help="upload downscale factor (default 0.8)")

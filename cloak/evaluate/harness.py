@@ -26,6 +26,7 @@ from ..imageio import read_image
 from ..mask import Mask, member_for_photo
 from ..models import get_card, torch_embedder
 from ..optimise import BudgetConfig
+from ..optimise.perceptual import PerceptualBudget
 from ..optimise.torch_step import SurrogateTarget
 from ..views import ViewRequest
 from .attacker import Attacker, AttackerGallery, build_attacker_gallery, photo_key
@@ -117,8 +118,10 @@ class Harness:
 
     def enroll_config(self, surrogates: tuple[str, ...], seed: int, scale: float = 1.0, matched: bool = False) -> EnrollConfig:
         base = EnrollConfig()
+        budget = self.cfg.budget(scale, matched)
         return replace(
-            base, surrogates=surrogates, seed=seed, check_views=0, budget=self.cfg.budget(scale, matched),
+            base, surrogates=surrogates, seed=seed, check_views=0, budget=budget,
+            perceptual=PerceptualBudget(eps=budget.eps_focus) if self.cfg.perceptual else None,
             views=self.cfg.views or base.views,
             pgd=replace(base.pgd, iterations=self.cfg.iterations or base.pgd.iterations, balance_surrogates=self.cfg.balance),
             members=self.cfg.mask_set,

@@ -50,6 +50,7 @@ class EvalConfig:
     ensembles: tuple[tuple[str, ...], ...] = ()
     balance: bool = False  # PGDConfig.balance_surrogates for every enrollment (per-surrogate gradient balancing)
     mask_set: int = 1  # EnrollConfig.members of our method's enrollments: each probe gets the member the rule picks
+    perceptual: bool = False  # our method with the perceptual budget (EnrollConfig.perceptual, eps = its eps_A)
     targets: tuple[str, ...] = ("sface", "facenet")
     methods: tuple[str, ...] = METHODS
     jpeg: tuple[int, ...] = (90, 75, 50)  # first = the headline setting; 0 = no JPEG (lossless upload)
@@ -118,7 +119,7 @@ class EvalConfig:
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
-ADDED_LATER = {"ensembles": (), "balance": False, "mask_set": 1}  # fields (and defaults) newer than the first recorded runs
+ADDED_LATER = {"ensembles": (), "balance": False, "mask_set": 1, "perceptual": False}  # fields (and defaults) newer than the first recorded runs
 
 
 def ensemble_label(members: Sequence[str]) -> str:
