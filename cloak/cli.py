@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     enroll.add_argument("--perceptual", action="store_true",
                         help="perceptual budget: each photo the mask lands on decides how much it carries (up to "
                         "--eps-focus on textured face pixels, a quarter of it on flat skin, none beside the face); "
-                        "writes mask format 3, which the on-device op does not apply yet")
+                        "writes mask format 3")
     enroll.add_argument("--members", type=int, default=1,
                         help="masks in the set (1..16, at most --views): each photo gets one, so cloaked photos "
                         "cannot be linked to each other; one enrollment's cost (default 1)")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .anchors import AnchorGallery, default_gallery, select_anchors
+from .anchors.select import Anchors as SelectedAnchors
 from .apply import Quality, apply_mask_with_landmarks, measure_quality
 from .errors import BadOptionError
 from .faces import AlignedFrame, Face, FaceDetector, align_largest_face, to_chw_float
@@ -143,20 +144,20 @@ class Enroller:
             clean = to_chw_float(aligned.crop)
             users = {name: self.backend.embed(name, clean)[0] for name in config.surrogates}
             member_anchors = choose_member_anchors(gallery, users, config.members)
-            budgets = [enrollment_budget(aligned.crop, aligned.frame_landmarks, views[k :: config.members], config)
-                       for k in range(config.members)]
+            budget = enrollment_budget(aligned.crop, aligned.frame_landmarks, views, config)
         report("anchors", 1.0)
         deltas, losses = [], []
         with _timed(timings, "optimise"):
-            for k, anchors in enumerate(member_anchors):
-                member_views = views[k :: config.members]
-                step = self.backend.stepper(anchors, len(member_views), views.shape[-1], config.pgd)
+            for k, chosen in enumerate(member_anchors):
+                own = slice(k, None, config.members)  # member k's views: k, k+K, ...
+                anchors = {name: Anchors(a.near, a.far, users[name]) for name, a in chosen.items()}
+                step = self.backend.stepper(anchors, len(views[own]), views.shape[-1], config.pgd)
                 done = lambda i, n, loss, k=k: report("optimise", (k + i / n) / config.members)  # noqa: E731
-                result = run_pgd(step, member_views, budgets[k], config.pgd, config.seed + k, progress=done)
+                result = run_pgd(step, views[own], budget.of_views(own), config.pgd, config.seed + k, progress=done)
                 deltas.append(result.delta)
                 losses += result.losses
         with _timed(timings, "self_check"):
-            checks = self._self_check(member_anchors[0], held_out, deltas, config.perceptual)
+            checks = self._self_check(users, held_out, deltas, config.perceptual)
             masks = tuple(Mask(delta=np.ascontiguousarray(d.transpose(1, 2, 0)), frame=frame, models=config.surrogates,
                                perceptual=config.perceptual) for d in deltas)
             visibility = visibility_on(photo, masks, aligned.face) if config.check_views else None
@@ -164,7 +165,7 @@ class Enroller:
         names = [{m: (a.near_name, a.far_name) for m, a in anchors.items()} for anchors in member_anchors]
         return EnrollResult(masks, aligned.face, names, checks, timings, losses, visibility)
 
-    def _self_check(self, anchor_sets: dict[str, NamedAnchors], held_out: np.ndarray, deltas: list[np.ndarray],
+    def _self_check(self, users: dict[str, np.ndarray], held_out: np.ndarray, deltas: list[np.ndarray],
                     perceptual: PerceptualBudget | None) -> list[SelfCheck]:
         """Mean similarity of held-out views (never optimised on) to the user, without and with the cloak,
         over every member of the set (each view receiving what its own perceptual budget lets through)."""
@@ -175,31 +176,21 @@ class Enroller:
             delta = clip_to_allowed(delta, allowed_amplitude(held_out, perceptual)[None])
         cloaked = np.clip(held_out[None] + delta, 0.0, 1.0).astype(np.float32).reshape(-1, *held_out.shape[1:])
         checks = []
-        for name, a in anchor_sets.items():
-            before = float((self.backend.embed(name, held_out) @ a.user).mean())
-            after = float((self.backend.embed(name, cloaked) @ a.user).mean())
+        for name, user in users.items():
+            before = float((self.backend.embed(name, held_out) @ user).mean())
+            after = float((self.backend.embed(name, cloaked) @ user).mean())
             checks.append(SelfCheck(name, before, after, get_card(name).match_threshold))
         return checks
 
 
-@dataclass(frozen=True)
-class NamedAnchors(Anchors):
-    """A surrogate's anchors with the gallery names of G+ and G- (reported, never optimised on)."""
-
-    near_name: str = ""
-    far_name: str = ""
-
-
-def choose_member_anchors(gallery: AnchorGallery, users: dict[str, np.ndarray], members: int) -> list[dict[str, NamedAnchors]]:
+def choose_member_anchors(gallery: AnchorGallery, users: dict[str, np.ndarray], members: int) -> list[dict[str, SelectedAnchors]]:
     """Per member, per surrogate: G+ / G- from the gallery, each member's G+ an identity no earlier member
     pulls towards (under any surrogate), so members push the face to different places."""
     taken: set[str] = set()
     out = []
     for _ in range(members):
-        chosen = {}
-        for name, user in users.items():
-            pick = select_anchors(gallery, name, user, get_card(name).match_threshold, exclude=frozenset(taken))
-            chosen[name] = NamedAnchors(pick.near, pick.far, user, pick.near_name, pick.far_name)
+        chosen = {name: select_anchors(gallery, name, user, get_card(name).match_threshold, exclude=frozenset(taken))
+                  for name, user in users.items()}
         taken |= {a.near_name for a in chosen.values()}
         out.append(chosen)
     return out

@@ -8,7 +8,7 @@ import numpy as np
 from ..faces import FaceDetector, detect_largest_face, estimate_similarity, to_chw_float
 from ..faces.align import invert_similarity, warp_to_frame
 from ..mask import Mask
-from ..optimise.perceptual import allowed_amplitude
+from ..optimise.perceptual import allowed_amplitude, clip_to_allowed
 
 
 def face_roi(matrix: np.ndarray, size: int, shape: tuple[int, int]) -> tuple[int, int, int, int] | None:
@@ -28,7 +28,7 @@ def delta_for_photo(mask: Mask, photo: np.ndarray, matrix: np.ndarray) -> np.nda
         return mask.delta
     face = to_chw_float(warp_to_frame(photo, matrix, mask.frame))
     allowed = allowed_amplitude(face, mask.perceptual)[0, 0, :, :, None]
-    return np.clip(mask.delta, -allowed, allowed).astype(np.float32)
+    return clip_to_allowed(mask.delta, allowed)
 
 
 def warp_mask_to_photo(mask: Mask, landmarks: np.ndarray, photo: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]] | None:

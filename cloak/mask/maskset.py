@@ -39,6 +39,11 @@ def _crc(data: bytes | bytearray) -> int:
     return zlib.crc32(view[_HEAD.size:], zlib.crc32(view[:8]))
 
 
+def _one_enrollment(masks: tuple[Mask, ...] | list[Mask]) -> bool:
+    """Do all members share frame, model set and perceptual budget (one person, one enrollment)?"""
+    return len({(m.frame, m.models, m.perceptual) for m in masks}) == 1
+
+
 def encode_mask_set(masks: tuple[Mask, ...], max_bytes: int | None = MAX_FILE_BYTES) -> bytes:
     """One mask: its own version 2/3 file. Several: a version 4 set (``max_bytes`` applies per member)."""
     if not 1 <= len(masks) <= MAX_MEMBERS:
@@ -46,8 +51,7 @@ def encode_mask_set(masks: tuple[Mask, ...], max_bytes: int | None = MAX_FILE_BY
     members = [encode_mask(m, max_bytes) for m in masks]
     if len(members) == 1:
         return members[0]
-    first = masks[0]
-    if any((m.frame, m.models, m.perceptual) != (first.frame, first.models, first.perceptual) for m in masks):
+    if not _one_enrollment(masks):
         raise ValueError("the masks of a set must share frame, model set and perceptual budget")
     body = b"".join(_LENGTH.pack(len(m)) + m for m in members)
     data = bytearray(_HEAD.pack(MAGIC, SET_VERSION, len(members), 0) + body)
@@ -81,8 +85,7 @@ def decode_mask_set(data: bytes) -> tuple[Mask, ...]:
         at += length
     if at != len(data):
         raise MaskFormatError("mask set has bytes after its last member")
-    first = masks[0]
-    if any((m.frame, m.models, m.perceptual) != (first.frame, first.models, first.perceptual) for m in masks):
+    if not _one_enrollment(masks):
         raise MaskFormatError("mask set members disagree on frame, model set or perceptual budget")
     return tuple(masks)
 

@@ -85,5 +85,6 @@ def face_support(landmarks: np.ndarray, size: int, soft: float = 0.15) -> np.nda
 
 
 def clip_to_allowed(delta: np.ndarray, allowed: np.ndarray) -> np.ndarray:
-    """``delta`` (..., 3, S, S) clipped per pixel to [-allowed, allowed] (allowed (..., 1, S, S))."""
+    """``delta`` clipped per pixel to [-allowed, allowed], float32; ``allowed`` broadcasts over the channel
+    axis ((..., 3, S, S) with (..., 1, S, S), or (S, S, 3) with (S, S, 1))."""
     return np.clip(delta, -allowed, allowed).astype(np.float32)
