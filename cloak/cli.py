@@ -64,7 +64,9 @@ def _enroll_config(args: argparse.Namespace):
     eps = preset_eps if args.eps is None else args.eps
     eps_focus = preset_focus if args.eps_focus is None else args.eps_focus
     budget = replace(base.budget, eps=eps, eps_focus=max(eps, eps_focus))
-    pgd = replace(base.pgd, iterations=args.iterations)
+    pgd = replace(base.pgd, iterations=args.iterations,
+                  diversity_rotation=base.pgd.diversity_rotation if args.eot_rotation is None else args.eot_rotation,
+                  upload_jpeg=base.pgd.upload_jpeg if args.eot_jpeg is None else args.eot_jpeg)
     surrogates = tuple(s for s in args.surrogates.split(",") if s)
     perceptual = PerceptualBudget(eps=budget.eps_focus) if args.perceptual else None
     return replace(base, surrogates=surrogates, views=args.views, seed=args.seed, budget=budget, pgd=pgd, perceptual=perceptual,
@@ -183,6 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     enroll.add_argument("--members", type=int, default=1,
                         help="masks in the set (1..16, at most --views): each photo gets one, so cloaked photos "
                         "cannot be linked to each other; one enrollment's cost (default 1)")
+    enroll.add_argument("--eot-rotation", type=float, metavar="DEG",
+                        help="alignment invariance: rotate every view by up to DEG degrees per step (0 = off)")
+    enroll.add_argument("--eot-jpeg", type=int, metavar="Q",
+                        help="upload invariance: a differentiable JPEG round trip at quality Q per step (0 = off)")
     enroll.add_argument("--seed", type=int, default=0)
     enroll.add_argument("--server", help="enroll through a FaceCloak server at host:port instead of locally")
     enroll.add_argument("--overwrite", action="store_true", help="allow the output to replace the input photo")

@@ -48,7 +48,8 @@ class GraphStepper:
                         "view_bound": fixed.view_bound, **self.anchors,
                         "delta": state.delta, "alpha": state.alpha, "velocity": state.velocity,
                         "theta": np.ascontiguousarray(draw.theta, np.float32),
-                        "resample": self.runtime.resample(size, draw.down_size)})
+                        "resample": self.runtime.resample(size, draw.down_size),
+                        "angle": np.ascontiguousarray(draw.angle, np.float32)})
         return LoopState(out["new_delta"], out["new_alpha"], out["new_velocity"]), float(out["loss"])
 
 

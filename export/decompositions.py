@@ -23,6 +23,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from facecloak.optimise.transforms import tent_matrix
+
 aten = torch.ops.aten
 
 
@@ -37,12 +39,6 @@ def _conv_input_grad(grad: torch.Tensor, inp: torch.Tensor, weight: torch.Tensor
              for i in range(2)]
     grad_in = F.conv_transpose2d(grad, weight, None, stride, padding, extra, groups, dilation)
     return (grad_in if output_mask[0] else None), None, None
-
-
-def tent_matrix(coords: torch.Tensor, size: int) -> torch.Tensor:
-    """Bilinear sampling as a matrix: (..., K) pixel coordinates -> (..., K, size) weights max(0, 1-|p-k|)."""
-    taps = torch.arange(size, dtype=coords.dtype, device=coords.device)
-    return torch.clamp(1 - (coords[..., None] - taps).abs(), min=0)
 
 
 def _grid_sample_input_grad(grad: torch.Tensor, inp: torch.Tensor, grid: torch.Tensor, interpolation: int,

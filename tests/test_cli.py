@@ -55,6 +55,7 @@ def test_expected_failures_are_one_line_errors_with_specific_exit_codes(tmp_path
         (("enroll", str(blank), "-o", str(tmp_path / "m.fcmask")), 5, "no face"),
         (("enroll", str(notes), "-o", str(tmp_path / "m.fcmask")), 3, "not an image"),
         (("enroll", str(selfie_path), "-o", str(tmp_path / "m.png")), 2, "must end in .fcmask"),
+        (("enroll", str(selfie_path), "-o", str(tmp_path / "m.fcmask"), "--eot-jpeg", "101"), 2, "upload_jpeg"),
         (("apply", str(bad_mask), str(selfie_path), "-o", str(tmp_path / "o.png")), 7, "mask"),
         (("apply", str(notes), str(selfie_path), "-o", str(tmp_path / "o.png")), 7, "not a FaceCloak mask"),
         (("apply", str(bad_mask), str(selfie_path), "-o", str(tmp_path / "o.gif")), 2, "unsupported output"),
@@ -87,3 +88,14 @@ def test_perceptual_takes_the_strength_as_its_largest_amplitude() -> None:
 
     args = build_parser().parse_args(["enroll", "x.jpg", "-o", "x.fcmask", "--strength", "subtle", "--perceptual"])
     assert _enroll_config(args).perceptual.eps * 255 == pytest.approx(16)
+
+
+def test_eot_options_reach_the_pgd_settings() -> None:
+    from facecloak.cli import _enroll_config, build_parser
+    from facecloak.optimise import PGDConfig
+
+    parse = build_parser().parse_args
+    config = _enroll_config(parse(["enroll", "x.jpg", "-o", "x.fcmask", "--eot-rotation", "8", "--eot-jpeg", "80"]))
+    assert (config.pgd.diversity_rotation, config.pgd.upload_jpeg) == (8, 80)
+    plain = _enroll_config(parse(["enroll", "x.jpg", "-o", "x.fcmask"])).pgd
+    assert (plain.diversity_rotation, plain.upload_jpeg) == (PGDConfig().diversity_rotation, PGDConfig().upload_jpeg)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -71,6 +72,13 @@ def cloak_probes(probes: list[np.ndarray], faces: list[AlignedFace | None], mask
             for i, (photo, face) in enumerate(zip(probes, faces))]
 
 
+T = TypeVar("T")
+
+
+def _default(value: T | None, default: T) -> T:
+    return default if value is None else value
+
+
 # Attacker and its embedded gallery per (targets, gallery photos, distractors): several runs in one process
 # (a run and its --balance twin, a merge after shards) embed the gallery once.
 _ATTACKERS: dict[tuple, tuple[Attacker, AttackerGallery]] = {}
@@ -123,7 +131,9 @@ class Harness:
             base, surrogates=surrogates, seed=seed, check_views=0, budget=budget,
             perceptual=PerceptualBudget(eps=budget.eps_focus) if self.cfg.perceptual else None,
             views=self.cfg.views or base.views,
-            pgd=replace(base.pgd, iterations=self.cfg.iterations or base.pgd.iterations, balance_surrogates=self.cfg.balance),
+            pgd=replace(base.pgd, iterations=self.cfg.iterations or base.pgd.iterations, balance_surrogates=self.cfg.balance,
+                        diversity_rotation=_default(self.cfg.eot_rotation, base.pgd.diversity_rotation),
+                        upload_jpeg=_default(self.cfg.eot_jpeg, base.pgd.upload_jpeg)),
             members=self.cfg.mask_set,
         )
 

@@ -51,6 +51,9 @@ class EvalConfig:
     balance: bool = False  # PGDConfig.balance_surrogates for every enrollment (per-surrogate gradient balancing)
     mask_set: int = 1  # EnrollConfig.members of our method's enrollments: each probe gets the member the rule picks
     perceptual: bool = False  # our method with the perceptual budget (EnrollConfig.perceptual, eps = its eps_A)
+    # Transfer EOT of our method (PGDConfig.diversity_rotation / upload_jpeg); None: the core's default.
+    eot_rotation: float | None = None
+    eot_jpeg: int | None = None
     targets: tuple[str, ...] = ("sface", "facenet")
     methods: tuple[str, ...] = METHODS
     jpeg: tuple[int, ...] = (90, 75, 50)  # first = the headline setting; 0 = no JPEG (lossless upload)
@@ -119,7 +122,7 @@ class EvalConfig:
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
-ADDED_LATER = {"ensembles": (), "balance": False, "mask_set": 1, "perceptual": False}  # fields (and defaults) newer than the first recorded runs
+ADDED_LATER = {"ensembles": (), "balance": False, "mask_set": 1, "perceptual": False, "eot_rotation": None, "eot_jpeg": None}  # fields (and defaults) newer than the first recorded runs
 
 
 def ensemble_label(members: Sequence[str]) -> str:

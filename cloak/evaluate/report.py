@@ -74,7 +74,7 @@ def _interval_label(row: dict, key: str = "top1_psr") -> str:
     return "–" if not ci else f"{100 * ci[0]:.1f}–{100 * ci[1]:.1f}"
 
 
-def _with_interval(row: dict, key: str) -> str:
+def with_interval(row: dict, key: str) -> str:
     """A share and its 95% interval, e.g. "53.0% (41.2–64.0)"; – for rows recorded before it was measured."""
     return "–" if row.get(key) is None else f"{_pct(row[key])} ({_interval_label(row, key)})"
 
@@ -99,8 +99,8 @@ def cloaked_table(rows: Sequence[dict]) -> str:
     for r in rows:
         counts = [_total(r.get(key)) for key in ("person_trials", "person_pairs")]
         lines.append(f"| {LABELS.get(r['method'], r['method'])} | {r['surrogate']} | {r['target']} | {r['box']} | "
-                     f"{_with_interval(r, 'top1_psr')} | {_with_interval(r, 'cloaked_gallery_top1_psr')} | "
-                     f"{_with_interval(r, 'linked')} | {counts[0]} | {counts[1]} |")
+                     f"{with_interval(r, 'top1_psr')} | {with_interval(r, 'cloaked_gallery_top1_psr')} | "
+                     f"{with_interval(r, 'linked')} | {counts[0]} | {counts[1]} |")
     return "\n".join(lines)
 
 

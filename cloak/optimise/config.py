@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from ..errors import BadOptionError
 
 # The constants an exported step graph bakes in; a loop run with other values needs another graph.
-BAKED_FIELDS = ("momentum", "attention", "attention_lr", "self_weight", "grad_sigma", "balance_surrogates", "chroma_ratio")
+BAKED_FIELDS = ("momentum", "attention", "attention_lr", "self_weight", "grad_sigma", "balance_surrogates", "chroma_ratio",
+                "diversity_rotation", "upload_jpeg")
 MIN_DOWN_SIZE = 8  # the diversity down-sampling never goes below 8 px
 
 
@@ -25,6 +26,12 @@ class PGDConfig:
     diversity_scale: float = 0.15
     diversity_shift: float = 0.06
     diversity_downsample: tuple[float, float] = (0.6, 1.0)
+    # Alignment invariance (issue 12): each view is also rotated by up to this many degrees, as the
+    # attacker's own landmarks (or an unaligned loose crop) tilt the face against our frame. 0 = off.
+    diversity_rotation: float = 0.0
+    # Upload invariance (issue 12): every view goes through a differentiable JPEG round trip at this
+    # quality (optimise.transforms.jpeg_approx) before the surrogates see it. 0 = off.
+    upload_jpeg: int = 0
     random_start: bool = True
     # Step in proportion to each pixel's budget (step at eps pixels, step * eps_A/eps at focus pixels):
     # with the paper's 10 iterations a flat 2/255 step can never reach a 32/255 budget.
@@ -48,6 +55,10 @@ class PGDConfig:
             raise BadOptionError(f"iterations must be in 1..1000, got {self.iterations}")
         if not 0 < self.step <= 1:
             raise BadOptionError(f"step must be in (0, 1], got {self.step}")
+        if not 0 <= self.diversity_rotation <= 45:
+            raise BadOptionError(f"diversity_rotation must be in [0, 45] degrees, got {self.diversity_rotation}")
+        if not (self.upload_jpeg == 0 or 1 <= self.upload_jpeg <= 100):
+            raise BadOptionError(f"upload_jpeg must be 0 (off) or a JPEG quality 1..100, got {self.upload_jpeg}")
         if not 0 <= self.chroma_ratio <= 1:
             raise BadOptionError(f"chroma_ratio must be in [0, 1], got {self.chroma_ratio}")
 

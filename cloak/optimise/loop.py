@@ -38,6 +38,7 @@ class DiversityDraw:
 
     theta: np.ndarray  # (N, 2, 3) float32 affine_grid matrices: scale + shift only
     down_size: int  # side to down-sample to and back; == S means none
+    angle: np.ndarray  # (N,) float32 in-plane rotation in radians (zeros unless PGDConfig.diversity_rotation)
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,10 @@ def draw_diversity(rng: np.random.Generator, n: int, size: int, cfg: PGDConfig) 
     theta[:, :, 2] = shift
     lo, hi = cfg.diversity_downsample
     factor = lo + float(rng.random()) * (hi - lo)
-    return DiversityDraw(theta, min(size, max(MIN_DOWN_SIZE, int(round(size * factor)))))
+    angle = np.zeros(n, np.float32)
+    if cfg.diversity_rotation:  # drawn only when on, so runs without rotation keep their random stream
+        angle = ((rng.random(n) * 2 - 1) * np.deg2rad(cfg.diversity_rotation) * active).astype(np.float32)
+    return DiversityDraw(theta, min(size, max(MIN_DOWN_SIZE, int(round(size * factor)))), angle)
 
 
 def step_sizes(budget: Budget, cfg: PGDConfig) -> np.ndarray:

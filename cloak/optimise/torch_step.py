@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from .config import PGDConfig
 from .loop import Anchors, DiversityDraw, LoopState, StepInputs
+from .transforms import jpeg_approx, rotate
 
 
 @dataclass
@@ -38,11 +39,21 @@ def cloak_loss(emb: torch.Tensor, target: SurrogateTarget, self_weight: float) -
     return loss.mean()
 
 
-def diversify(x: torch.Tensor, theta: torch.Tensor, down_size: int) -> torch.Tensor:
-    """Warp (N, 3, S, S) views by ``theta``, then down/up-sample through ``down_size`` (differentiable)."""
+def diversify(x: torch.Tensor, theta: torch.Tensor, down_size: int, angle: torch.Tensor | None = None,
+              upload_jpeg: int = 0) -> torch.Tensor:
+    """Rotate (N, 3, S, S) views by ``angle`` (if given), warp by ``theta``, JPEG round-trip at
+    ``upload_jpeg`` (if not 0), then down/up-sample through ``down_size``. Differentiable.
+
+    The down/up-sampling comes last because the exported step graph applies it as a matrix in front of
+    each embedder (``export.step_graph``); the order is one model of the upload either way.
+    """
     size = x.shape[-1]
+    if angle is not None:
+        x = rotate(x, angle)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    if upload_jpeg:
+        x = jpeg_approx(x, upload_jpeg)
     if down_size < size:
         x = F.interpolate(x, size=down_size, mode="bilinear", antialias=True, align_corners=False)
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
@@ -93,16 +104,20 @@ def colour_project(x: torch.Tensor, bound: torch.Tensor, chroma_ratio: float) ->
 def pgd_step(
     state: StepState, views: torch.Tensor, bound: torch.Tensor, steps: torch.Tensor, view_bound: torch.Tensor,
     targets: Sequence[SurrogateTarget], cfg: PGDConfig, theta: torch.Tensor, down_size: int,
+    angle: torch.Tensor | None = None,
 ) -> tuple[StepState, torch.Tensor]:
     """One PGD iteration over all views at once: loss, input gradient, attention update, projection.
 
     ``steps`` is the per-pixel step size; ``view_bound`` (N, 1, S, S) what each view lets through of
-    the delta (its perceptual budget). Pure: returns the new state and the loss.
+    the delta (its perceptual budget); ``theta``, ``down_size`` and ``angle`` (N,) the step's diversity
+    draw (``angle`` is read only if ``cfg.diversity_rotation``). Pure: returns the new state and the loss.
     """
+    if cfg.diversity_rotation and angle is None:
+        raise ValueError("PGDConfig.diversity_rotation needs the draw's angles")
     delta = state.delta.detach().requires_grad_(True)
     alpha = state.alpha.detach().requires_grad_(cfg.attention)
     cloaked = (views + clip_to_budget(clip_to_budget(delta * alpha, bound), view_bound)).clamp(0, 1)
-    batch = diversify(cloaked, theta, down_size)
+    batch = diversify(cloaked, theta, down_size, angle if cfg.diversity_rotation else None, cfg.upload_jpeg)
     losses = [cloak_loss(t.embed(batch), t, cfg.self_weight) for t in targets]
     loss = sum(losses) / len(targets)
     wrt = [delta, alpha] if cfg.attention else [delta]
@@ -138,5 +153,6 @@ class TorchStepper:
     def __call__(self, fixed: StepInputs, state: LoopState, draw: DiversityDraw) -> tuple[LoopState, float]:
         t = torch.from_numpy
         new, loss = pgd_step(StepState(t(state.delta), t(state.alpha), t(state.velocity)), t(fixed.views),
-                             t(fixed.bound), t(fixed.steps), t(fixed.view_bound), self.targets, self.cfg, t(draw.theta), draw.down_size)
+                             t(fixed.bound), t(fixed.steps), t(fixed.view_bound), self.targets, self.cfg, t(draw.theta), draw.down_size,
+                             t(draw.angle))
         return LoopState(new.delta.numpy(), new.alpha.numpy(), new.velocity.numpy()), float(loss)

@@ -1,0 +1,96 @@
+"""Transfer techniques against recognisers outside the ensemble (issue 12), side by side in one run.
+
+One benchmark run (``facecloak eval``'s protocol: held-out photos, re-detection, resize 0.8 + JPEG 90,
+the attacker's clean gallery, people-bootstrap intervals) per variant of our method, in one process so
+the attacker's gallery is embedded once; each writes its records, results and report under OUT/VARIANT.
+Every target must be outside the ensemble (black-box only). Printed per target and variant: top-1 PSR
+with its 95 % interval, the face-region visibility (FLIP mean, share of face pixels > 0.2, face SSIM),
+full-photo SSIM, and the enrollment seconds per person (learning the mask + applying it to the probes).
+
+Variants (``--variants``, comma-separated; settings within one joined by "+"):
+``base`` the core's default; ``rotate:DEG`` alignment EOT (PGDConfig.diversity_rotation);
+``jpeg:Q`` upload EOT (PGDConfig.upload_jpeg); ``balance`` per-surrogate gradient balancing.
+
+    python bench/transfer_ablation.py -o /tmp/ablation --ensemble sface,ms1m,faceplugin --targets facenet,sirius \\
+        --variants base,rotate:10,jpeg:75,rotate:10+jpeg:75 --people 8 --probes 4
+    python bench/transfer_ablation.py -o /tmp/ablation-quick --quick     # 2 people, tiny settings (a smoke run)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+from facecloak.evaluate.protocol import EvalConfig
+from facecloak.evaluate.report import with_interval, write_report
+from facecloak.evaluate.runner import run_eval
+
+
+def variant_config(spec: str, base: EvalConfig) -> EvalConfig:
+    """``rotate:10+jpeg:75`` -> the run's settings."""
+    cfg = base
+    for part in spec.split("+"):
+        kind, *values = part.split(":")
+        if kind == "base":
+            continue
+        if kind == "rotate":
+            cfg = replace(cfg, eot_rotation=float(values[0]))
+        elif kind == "jpeg":
+            cfg = replace(cfg, eot_jpeg=int(values[0]))
+        elif kind == "balance":
+            cfg = replace(cfg, balance=True)
+        else:
+            raise SystemExit(f"unknown variant setting {part!r} (base, rotate:DEG, jpeg:Q, balance)")
+    return cfg
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-o", "--output", required=True)
+    parser.add_argument("--variants", default="base,rotate:10,jpeg:75,rotate:10+jpeg:75")
+    parser.add_argument("--people", type=int, default=8)
+    parser.add_argument("--probes", type=int, default=4)
+    parser.add_argument("--distractors", type=int, default=300)
+    parser.add_argument("--ensemble", default="sface,ms1m,faceplugin", help="surrogates of our method (comma-separated)")
+    parser.add_argument("--targets", default="facenet,sirius", help="attackers, all outside the ensemble")
+    parser.add_argument("--views", type=int, default=None)
+    parser.add_argument("--iterations", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help="2 people x 2 probes, 4 views x 2 iterations, 60 distractors")
+    args = parser.parse_args()
+    if args.quick:
+        args.people, args.probes, args.views, args.iterations, args.distractors = 2, 2, 4, 2, 60
+    ensemble = tuple(args.ensemble.split(","))
+    targets = tuple(args.targets.split(","))
+    if set(ensemble) & set(targets):
+        raise SystemExit(f"targets {sorted(set(ensemble) & set(targets))} are in the ensemble: only black-box rows count")
+    base = EvalConfig(people=args.people, probes=args.probes, gallery_people=max(2 if args.quick else 100, args.people),
+                      distractors=args.distractors, surrogates=(), ensemble=False, ensembles=(ensemble,), targets=targets,
+                      methods=("clean", "noise", "ours"), jpeg=(90,), budget_scales=(), views=args.views,
+                      iterations=args.iterations)
+    print("load at start:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
+    results = {}
+    for variant in args.variants.split(","):
+        out = Path(args.output) / variant.replace(":", "").replace("+", "_")
+        results[variant] = run_eval(variant_config(variant, base), out, resume=True, log=lambda m: print(m, flush=True),
+                                    threads=args.threads)
+        write_report(results[variant], out, title=f"Transfer ablation: {variant}")
+    label = "+".join(ensemble)
+    print(f"\n{args.people} people x {args.probes} probes, ours = {label}, JPEG 90 + resize 0.8, black-box targets only")
+    print(f"{'target':9s} {'variant':20s} {'top-1 PSR (95% CI)':>22s} {'face FLIP':>9s} {'face>0.2':>8s} "
+          f"{'faceSSIM':>8s} {'SSIM':>6s} {'enroll s':>8s}")
+    for target in targets:
+        for variant, res in results.items():
+            row = next(r for r in res["rows"] if r["target"] == target and r["jpeg"] == 90 and r["method"] == "ours")
+            seconds = statistics.median(v[f"ours/{label}"] for v in res["seconds"]["per_person"].values())
+            print(f"{target:9s} {variant:20s} {with_interval(row, 'top1_psr'):>22s} {row['flip_mean']:9.3f} "
+                  f"{100 * row['flip_visible']:7.1f}% {row['face_ssim']:8.3f} {row['ssim']:6.3f} {seconds:8.1f}")
+    print("load at end:", ", ".join(f"{x:.2f}" for x in os.getloadavg()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""Transfer EOT (issue 12): the differentiable JPEG round trip and in-plane rotation, in the core and in the step graph."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from facecloak.export.pipeline import ExportConfig, export_step_graph, export_surrogates
+from facecloak.export.step_graph import StepSpec
+from facecloak.imageio import read_image
+from facecloak.optimise import PGDConfig, draw_diversity
+from facecloak.optimise.torch_step import diversify
+from facecloak.optimise.transforms import jpeg_approx, rotate
+
+
+from .conftest import person_photos
+from .test_export_step import VIEWS, assert_one_loop_two_steppers_agree, real_problem
+
+EOT = PGDConfig(iterations=3, diversity_rotation=10, upload_jpeg=75)
+
+
+@pytest.fixture(scope="module")
+def face(lfw: Path) -> np.ndarray:
+    """A real LFW face, 112 x 112 RGB uint8."""
+    photo = read_image(person_photos(lfw, "Tony_Blair")[1])[60:190, 60:190]
+    return np.ascontiguousarray(cv2.resize(photo, (112, 112), interpolation=cv2.INTER_AREA))
+
+
+def _tensor(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
+
+
+@pytest.mark.parametrize("quality", [90, 75, 50])
+def test_jpeg_approximation_follows_a_real_codec(face: np.ndarray, quality: int) -> None:
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(face[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    real = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32) / 255
+    x = _tensor(face).requires_grad_(True)
+    approx = jpeg_approx(x, quality)
+    ours = approx[0].detach().permute(1, 2, 0).numpy()
+    codec_loss = np.abs(face / 255 - real).mean()
+    # it removes what the codec removes: much closer to the codec's output than the input is
+    assert np.abs(ours - real).mean() < 0.8 * codec_loss
+    (grad,) = torch.autograd.grad(approx.sum(), x)
+    assert grad.abs().mean() > 0.05  # the rounding passes a gradient (a hard round would give zero)
+
+
+def test_jpeg_approximation_refuses_sides_off_the_block_grid() -> None:
+    with pytest.raises(ValueError, match="multiples of 16"):
+        jpeg_approx(torch.zeros(1, 3, 100, 112), 90)
+
+
+def test_rotation_matches_opencv_and_zero_is_the_identity(face: np.ndarray) -> None:
+    x = _tensor(face)
+    assert torch.equal(rotate(x, torch.zeros(1)), x)
+    angle = 0.2
+    ours = rotate(x, torch.tensor([angle]))[0].permute(1, 2, 0).numpy()
+    matrix = cv2.getRotationMatrix2D((55.5, 55.5), np.degrees(angle), 1)
+    ref = cv2.warpAffine(face, matrix, (112, 112), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) / 255
+    inner = np.s_[20:92, 20:92]  # the shears' border handling differs from one affine warp's
+    assert np.abs(ours - ref)[inner].mean() < 2 / 255
+    assert np.abs(x[0].permute(1, 2, 0).numpy() - ref)[inner].mean() > 10 / 255  # it did rotate
+
+
+def test_rotation_draws_are_bounded_and_leave_other_draws_alone() -> None:
+    for seed in range(10):  # the angles are drawn last, so theta and the resampling match a run without rotation
+        a = draw_diversity(np.random.default_rng(seed), 8, 112, PGDConfig())
+        b = draw_diversity(np.random.default_rng(seed), 8, 112, PGDConfig(diversity_rotation=10))
+        assert np.array_equal(a.theta, b.theta) and a.down_size == b.down_size
+        assert not a.angle.any()
+        assert np.all(np.abs(b.angle) <= np.deg2rad(10) + 1e-7) and np.abs(b.angle).max() > np.deg2rad(2)
+
+
+def test_diversify_applies_both_in_order(face: np.ndarray) -> None:
+    x = _tensor(face).repeat(2, 1, 1, 1)
+    theta = torch.tensor([[[1.0, 0, 0], [0, 1.0, 0]]] * 2)
+    angle = torch.tensor([0.1, -0.1])
+    expected = jpeg_approx(rotate(x, angle), 75)
+    assert torch.allclose(diversify(x, theta, 112, angle, 75), expected, atol=1e-5)
+    assert not torch.allclose(diversify(x, theta, 112), expected, atol=1e-3)
+
+
+@pytest.mark.slow  # exports a step graph (about a minute on 2 cores)
+def test_eot_step_graph_agrees_with_the_torch_step(tmp_path: Path) -> None:
+    """Rotation and the JPEG round trip trace into the exported step: one loop, two steppers, same result."""
+    cfg = ExportConfig(out=tmp_path, models=("sface",), views=VIEWS)
+    export_surrogates(cfg, log=lambda _: None)
+    export_step_graph(cfg, EOT, log=lambda _: None)
+    assert_one_loop_two_steppers_agree(tmp_path, real_problem(StepSpec(("sface",), VIEWS)), EOT)
