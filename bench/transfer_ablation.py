@@ -9,7 +9,8 @@ full-photo SSIM, and the enrollment seconds per person (learning the mask + appl
 
 Variants (``--variants``, comma-separated; settings within one joined by "+"):
 ``base`` the core's default; ``rotate:DEG`` alignment EOT (PGDConfig.diversity_rotation);
-``jpeg:Q`` upload EOT (PGDConfig.upload_jpeg); ``balance`` per-surrogate gradient balancing.
+``jpeg:Q`` upload EOT (PGDConfig.upload_jpeg); ``sgm:GAMMA`` skip-gradient model augmentation
+(PGDConfig.skip_gradient); ``balance`` per-surrogate gradient balancing.
 
     python bench/transfer_ablation.py -o /tmp/ablation --ensemble sface,ms1m,faceplugin --targets facenet,sirius \\
         --variants base,rotate:10,jpeg:75,rotate:10+jpeg:75 --people 8 --probes 4
@@ -41,10 +42,12 @@ def variant_config(spec: str, base: EvalConfig) -> EvalConfig:
             cfg = replace(cfg, eot_rotation=float(values[0]))
         elif kind == "jpeg":
             cfg = replace(cfg, eot_jpeg=int(values[0]))
+        elif kind == "sgm":
+            cfg = replace(cfg, skip_gradient=float(values[0]))
         elif kind == "balance":
             cfg = replace(cfg, balance=True)
         else:
-            raise SystemExit(f"unknown variant setting {part!r} (base, rotate:DEG, jpeg:Q, balance)")
+            raise SystemExit(f"unknown variant setting {part!r} (base, rotate:DEG, jpeg:Q, sgm:GAMMA, balance)")
     return cfg
 
 

@@ -66,7 +66,8 @@ def _enroll_config(args: argparse.Namespace):
     budget = replace(base.budget, eps=eps, eps_focus=max(eps, eps_focus))
     pgd = replace(base.pgd, iterations=args.iterations,
                   diversity_rotation=base.pgd.diversity_rotation if args.eot_rotation is None else args.eot_rotation,
-                  upload_jpeg=base.pgd.upload_jpeg if args.eot_jpeg is None else args.eot_jpeg)
+                  upload_jpeg=base.pgd.upload_jpeg if args.eot_jpeg is None else args.eot_jpeg,
+                  skip_gradient=base.pgd.skip_gradient if args.skip_gradient is None else args.skip_gradient)
     surrogates = tuple(s for s in args.surrogates.split(",") if s)
     perceptual = PerceptualBudget(eps=budget.eps_focus) if args.perceptual else None
     return replace(base, surrogates=surrogates, views=args.views, seed=args.seed, budget=budget, pgd=pgd, perceptual=perceptual,
@@ -189,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="alignment invariance: rotate every view by up to DEG degrees per step (0 = off)")
     enroll.add_argument("--eot-jpeg", type=int, metavar="Q",
                         help="upload invariance: a differentiable JPEG round trip at quality Q per step (0 = off)")
+    enroll.add_argument("--skip-gradient", type=float, metavar="GAMMA",
+                        help="model augmentation: scale the gradient through the surrogates' residual branches by GAMMA "
+                        "(SGM; 1 = off)")
     enroll.add_argument("--seed", type=int, default=0)
     enroll.add_argument("--server", help="enroll through a FaceCloak server at host:port instead of locally")
     enroll.add_argument("--overwrite", action="store_true", help="allow the output to replace the input photo")

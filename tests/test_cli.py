@@ -95,7 +95,10 @@ def test_eot_options_reach_the_pgd_settings() -> None:
     from facecloak.optimise import PGDConfig
 
     parse = build_parser().parse_args
-    config = _enroll_config(parse(["enroll", "x.jpg", "-o", "x.fcmask", "--eot-rotation", "8", "--eot-jpeg", "80"]))
-    assert (config.pgd.diversity_rotation, config.pgd.upload_jpeg) == (8, 80)
+    config = _enroll_config(parse(["enroll", "x.jpg", "-o", "x.fcmask", "--eot-rotation", "8", "--eot-jpeg", "80",
+                                   "--skip-gradient", "0.5"]))
+    assert (config.pgd.diversity_rotation, config.pgd.upload_jpeg, config.pgd.skip_gradient) == (8, 80, 0.5)
     plain = _enroll_config(parse(["enroll", "x.jpg", "-o", "x.fcmask"])).pgd
-    assert (plain.diversity_rotation, plain.upload_jpeg) == (PGDConfig().diversity_rotation, PGDConfig().upload_jpeg)
+    default = PGDConfig()
+    assert (plain.diversity_rotation, plain.upload_jpeg, plain.skip_gradient) == (
+        default.diversity_rotation, default.upload_jpeg, default.skip_gradient)

@@ -12,6 +12,8 @@ import torch
 from facecloak.export.pipeline import ExportConfig, export_step_graph, export_surrogates
 from facecloak.export.step_graph import StepSpec
 from facecloak.imageio import read_image
+from facecloak.models import torch_embedder
+from facecloak.models.onnx_torch import residual_gradient
 from facecloak.optimise import PGDConfig, draw_diversity
 from facecloak.optimise.torch_step import diversify
 from facecloak.optimise.transforms import jpeg_approx, rotate
@@ -21,6 +23,7 @@ from .conftest import person_photos
 from .test_export_step import VIEWS, assert_one_loop_two_steppers_agree, real_problem
 
 EOT = PGDConfig(iterations=3, diversity_rotation=10, upload_jpeg=75)
+SGM = PGDConfig(iterations=3, skip_gradient=0.5)
 
 
 @pytest.fixture(scope="module")
@@ -83,10 +86,31 @@ def test_diversify_applies_both_in_order(face: np.ndarray) -> None:
     assert not torch.allclose(diversify(x, theta, 112), expected, atol=1e-3)
 
 
+def test_skip_gradient_scales_only_the_backward_of_residual_models(face: np.ndarray) -> None:
+    x = _tensor(face)
+
+    def embedding_and_gradient(name: str, gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
+        view = x.clone().requires_grad_(True)
+        with residual_gradient(gamma):
+            emb = torch_embedder(name)(view)
+        (grad,) = torch.autograd.grad(emb[0, :8].sum(), view)
+        return emb.detach(), grad
+
+    plain, plain_grad = embedding_and_gradient("ms1m", 1.0)
+    skipped, skipped_grad = embedding_and_gradient("ms1m", 0.5)
+    assert torch.allclose(plain, skipped, atol=1e-5)  # forward unchanged
+    cosine = torch.nn.functional.cosine_similarity(plain_grad.flatten(), skipped_grad.flatten(), dim=0)
+    assert cosine < 0.99  # the gradient follows the skip connections more
+    sface, sface_grad = embedding_and_gradient("sface", 1.0)
+    assert torch.equal(embedding_and_gradient("sface", 0.5)[1], sface_grad)  # no residual blocks: nothing changes
+
+
 @pytest.mark.slow  # exports a step graph (about a minute on 2 cores)
-def test_eot_step_graph_agrees_with_the_torch_step(tmp_path: Path) -> None:
-    """Rotation and the JPEG round trip trace into the exported step: one loop, two steppers, same result."""
-    cfg = ExportConfig(out=tmp_path, models=("sface",), views=VIEWS)
+@pytest.mark.parametrize(("model", "pgd"), [("sface", EOT), ("ms1m", SGM)], ids=["rotation+jpeg", "skip-gradient"])
+def test_eot_step_graph_agrees_with_the_torch_step(tmp_path: Path, model: str, pgd: PGDConfig) -> None:
+    """Rotation, the JPEG round trip and the skip gradient trace into the exported step: one loop, two
+    steppers, same result."""
+    cfg = ExportConfig(out=tmp_path, models=(model,), views=VIEWS)
     export_surrogates(cfg, log=lambda _: None)
-    export_step_graph(cfg, EOT, log=lambda _: None)
-    assert_one_loop_two_steppers_agree(tmp_path, real_problem(StepSpec(("sface",), VIEWS)), EOT)
+    export_step_graph(cfg, pgd, log=lambda _: None)
+    assert_one_loop_two_steppers_agree(tmp_path, real_problem(StepSpec((model,), VIEWS)), pgd)

@@ -133,7 +133,8 @@ class Harness:
             views=self.cfg.views or base.views,
             pgd=replace(base.pgd, iterations=self.cfg.iterations or base.pgd.iterations, balance_surrogates=self.cfg.balance,
                         diversity_rotation=_default(self.cfg.eot_rotation, base.pgd.diversity_rotation),
-                        upload_jpeg=_default(self.cfg.eot_jpeg, base.pgd.upload_jpeg)),
+                        upload_jpeg=_default(self.cfg.eot_jpeg, base.pgd.upload_jpeg),
+                        skip_gradient=_default(self.cfg.skip_gradient, base.pgd.skip_gradient)),
             members=self.cfg.mask_set,
         )
 

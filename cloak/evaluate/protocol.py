@@ -54,6 +54,7 @@ class EvalConfig:
     # Transfer EOT of our method (PGDConfig.diversity_rotation / upload_jpeg); None: the core's default.
     eot_rotation: float | None = None
     eot_jpeg: int | None = None
+    skip_gradient: float | None = None  # PGDConfig.skip_gradient of our method (SGM); None: the core's default
     targets: tuple[str, ...] = ("sface", "facenet")
     methods: tuple[str, ...] = METHODS
     jpeg: tuple[int, ...] = (90, 75, 50)  # first = the headline setting; 0 = no JPEG (lossless upload)
@@ -122,7 +123,8 @@ class EvalConfig:
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
-ADDED_LATER = {"ensembles": (), "balance": False, "mask_set": 1, "perceptual": False, "eot_rotation": None, "eot_jpeg": None}  # fields (and defaults) newer than the first recorded runs
+ADDED_LATER = {"ensembles": (), "balance": False, "mask_set": 1, "perceptual": False, "eot_rotation": None, "eot_jpeg": None,
+               "skip_gradient": None}  # fields (and defaults) newer than the first recorded runs
 
 
 def ensemble_label(members: Sequence[str]) -> str:

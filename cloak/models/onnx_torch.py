@@ -4,11 +4,19 @@ We interpret the graph node by node with torch ops instead of using onnx2torch: 
 torchvision (unusable with the CPU torch build here) and cannot convert a Clip whose bounds are
 computed tensors. The op set below covers the shipped face-recognition models; an unknown op fails
 loudly at load time, never silently at run time.
+
+Skip-gradient model augmentation (SGM, Wu et al. 2020): inside ``residual_gradient(gamma)`` the
+gradient that flows back through each residual block's branch is scaled by ``gamma`` (the skip path
+keeps all of it); the forward values do not change. Attacks on such a surrogate follow the skip
+connections' low-level features, which transfer across architectures better. A residual add is an
+``Add`` of two computed activations; its branch is the input produced later.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +27,26 @@ from onnx import numpy_helper
 
 Tensor = torch.Tensor
 OpFn = Callable[[Sequence[Tensor | None], dict], Tensor]
+RESIDUAL_ADD = "ResidualAdd"  # an Add of two computed activations, found at load time
+_RESIDUAL_GRADIENT: ContextVar[float] = ContextVar("residual_gradient", default=1.0)
+
+
+@contextmanager
+def residual_gradient(gamma: float) -> Iterator[None]:
+    """Scale the gradient through every residual branch by ``gamma`` in this context (1 = plain autograd)."""
+    token = _RESIDUAL_GRADIENT.set(float(gamma))
+    try:
+        yield
+    finally:
+        _RESIDUAL_GRADIENT.reset(token)
+
+
+def _residual_add(x: Sequence[Tensor | None], a: dict) -> Tensor:
+    skip, branch = (x[0], x[1]) if a["branch"] == 1 else (x[1], x[0])
+    gamma = _RESIDUAL_GRADIENT.get()
+    if gamma == 1.0:
+        return skip + branch
+    return skip + gamma * branch + (1 - gamma) * branch.detach()
 
 
 def _pads(attrs: dict, ndim: int = 2) -> list[int]:
@@ -102,6 +130,7 @@ def _expand(x: Sequence[Tensor | None], a: dict) -> Tensor:
 
 OPS: dict[str, OpFn] = {
     "Add": lambda x, a: x[0] + x[1],
+    RESIDUAL_ADD: _residual_add,
     "Sub": lambda x, a: x[0] - x[1],
     "Mul": lambda x, a: x[0] * x[1],
     "Div": lambda x, a: x[0] / x[1],
@@ -156,6 +185,7 @@ class OnnxGraphModule(torch.nn.Module):
             attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in attrs.items()}
             self._nodes.append((node.op_type, list(node.input), list(node.output), attrs))
         self._fold_batch_norms()
+        self._mark_residual_adds()
         initialised = {i.name for i in graph.initializer}
         self.input_names = [i.name for i in graph.input if i.name not in initialised]
         self.output_names = [o.name for o in graph.output]
@@ -185,6 +215,17 @@ class OnnxGraphModule(torch.nn.Module):
             producers[outs[0]] = len(keep)
             keep.append((op, ins, outs, attrs))
         self._nodes = keep
+
+    def _mark_residual_adds(self) -> None:
+        produced_at = {outs[0]: i for i, (_, _, outs, _) in enumerate(self._nodes)}
+        for i, (op, ins, outs, attrs) in enumerate(self._nodes):
+            if op == "Add" and all(name in produced_at for name in ins):
+                branch = 1 if produced_at[ins[1]] > produced_at[ins[0]] else 0
+                self._nodes[i] = (RESIDUAL_ADD, ins, outs, {**attrs, "branch": branch})
+
+    def residual_adds(self) -> int:
+        """How many residual adds the graph has (those ``residual_gradient`` acts on)."""
+        return sum(op == RESIDUAL_ADD for op, _, _, _ in self._nodes)
 
     def _register(self, name: str, value: np.ndarray) -> None:
         buffer = f"c{len(self._names)}"

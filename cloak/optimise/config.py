@@ -8,7 +8,7 @@ from ..errors import BadOptionError
 
 # The constants an exported step graph bakes in; a loop run with other values needs another graph.
 BAKED_FIELDS = ("momentum", "attention", "attention_lr", "self_weight", "grad_sigma", "balance_surrogates", "chroma_ratio",
-                "diversity_rotation", "upload_jpeg")
+                "diversity_rotation", "upload_jpeg", "skip_gradient")
 MIN_DOWN_SIZE = 8  # the diversity down-sampling never goes below 8 px
 
 
@@ -32,6 +32,10 @@ class PGDConfig:
     # Upload invariance (issue 12): every view goes through a differentiable JPEG round trip at this
     # quality (optimise.transforms.jpeg_approx) before the surrogates see it. 0 = off.
     upload_jpeg: int = 0
+    # Model augmentation (issue 12, SGM): the gradient through every residual branch of a surrogate is
+    # scaled by this factor (models.onnx_torch.residual_gradient); forward values are unchanged.
+    # 1.0 = plain autograd. Models without residual blocks (SFace) are unaffected.
+    skip_gradient: float = 1.0
     random_start: bool = True
     # Step in proportion to each pixel's budget (step at eps pixels, step * eps_A/eps at focus pixels):
     # with the paper's 10 iterations a flat 2/255 step can never reach a 32/255 budget.
@@ -59,6 +63,8 @@ class PGDConfig:
             raise BadOptionError(f"diversity_rotation must be in [0, 45] degrees, got {self.diversity_rotation}")
         if not (self.upload_jpeg == 0 or 1 <= self.upload_jpeg <= 100):
             raise BadOptionError(f"upload_jpeg must be 0 (off) or a JPEG quality 1..100, got {self.upload_jpeg}")
+        if not 0 < self.skip_gradient <= 1:
+            raise BadOptionError(f"skip_gradient must be in (0, 1], got {self.skip_gradient}")
         if not 0 <= self.chroma_ratio <= 1:
             raise BadOptionError(f"chroma_ratio must be in [0, 1], got {self.chroma_ratio}")
 

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..models.onnx_torch import residual_gradient
 from .config import PGDConfig
 from .loop import Anchors, DiversityDraw, LoopState, StepInputs
 from .transforms import jpeg_approx, rotate
@@ -118,7 +119,8 @@ def pgd_step(
     alpha = state.alpha.detach().requires_grad_(cfg.attention)
     cloaked = (views + clip_to_budget(clip_to_budget(delta * alpha, bound), view_bound)).clamp(0, 1)
     batch = diversify(cloaked, theta, down_size, angle if cfg.diversity_rotation else None, cfg.upload_jpeg)
-    losses = [cloak_loss(t.embed(batch), t, cfg.self_weight) for t in targets]
+    with residual_gradient(cfg.skip_gradient):  # only the backward differs (SGM)
+        losses = [cloak_loss(t.embed(batch), t, cfg.self_weight) for t in targets]
     loss = sum(losses) / len(targets)
     wrt = [delta, alpha] if cfg.attention else [delta]
     if cfg.balance_surrogates and len(targets) > 1:
