@@ -205,3 +205,25 @@ def test_perceptual_runs_enroll_our_method_with_the_rows_eps_a_as_the_perceptual
         assert enroll.perceptual is not None and enroll.perceptual.eps == pytest.approx(cfg.eps_focus * scale)
     plain = Harness.enroll_config(SimpleNamespace(cfg=replace(cfg, perceptual=False)), ("sface",), 0)
     assert plain.perceptual is None
+
+
+def test_transfer_options_reach_our_enrollment_and_the_report():
+    from types import SimpleNamespace
+
+    from facecloak.evaluate.harness import Harness
+    from facecloak.evaluate.report import transfer_label
+    from facecloak.optimise import PGDConfig
+
+    args = ["eval", "--quick", "--eot-rotation", "10", "--eot-jpeg", "75", "--skip-gradient", "0.5"]
+    cfg = config_from_args(build_parser().parse_args(args))
+    plain = replace(cfg, eot_rotation=None, eot_jpeg=None, skip_gradient=None)
+    assert cfg.fingerprint() != plain.fingerprint()
+    assert plain.fingerprint() == config_from_args(build_parser().parse_args(["eval", "--quick"])).fingerprint()
+    pgd = Harness.enroll_config(SimpleNamespace(cfg=cfg), ("sface",), 0).pgd
+    assert (pgd.diversity_rotation, pgd.upload_jpeg, pgd.skip_gradient) == (10, 75, 0.5)
+    default, core = Harness.enroll_config(SimpleNamespace(cfg=plain), ("sface",), 0).pgd, PGDConfig()
+    assert (default.diversity_rotation, default.upload_jpeg, default.skip_gradient) == (
+        core.diversity_rotation, core.upload_jpeg, core.skip_gradient)
+    label = transfer_label(asdict(cfg))
+    assert "10 degrees" in label and "quality 75" in label and "skip gradient 0.5" in label
+    assert transfer_label(asdict(plain)) == ""

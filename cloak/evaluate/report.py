@@ -414,6 +414,14 @@ def save_visibility_grid(faces: Sequence[tuple[str, np.ndarray, np.ndarray]], pa
     plt.close(fig)
 
 
+def transfer_label(cfg: dict) -> str:
+    """Our method's transfer settings where a run overrides the core's defaults ("" where none does)."""
+    formats = {"eot_rotation": "rotation EOT up to {:g} degrees", "eot_jpeg": "JPEG EOT at quality {:g}",
+               "skip_gradient": "skip gradient {:g}"}
+    parts = [text.format(cfg[key]) for key, text in formats.items() if cfg.get(key) is not None]
+    return f" Our method's transfer settings (overriding the core's): {', '.join(parts)}." if parts else ""
+
+
 def write_report(results: dict, out_dir: Path, title: str = "FaceCloak protection benchmark") -> Path:
     """report.md plus the plots it links, next to results.json."""
     cfg = results["config"]
@@ -446,7 +454,7 @@ def write_report(results: dict, out_dir: Path, title: str = "FaceCloak protectio
         + f" Upload: resize x{cfg['resize']} then JPEG {_jpeg_label(cfg['jpeg'][0])}; the attacker re-detects "
         f"(YuNet) and re-aligns every photo and embeds with ONNX Runtime. Budget eps = {cfg['eps'] * 255:.0f}, "
         f"eps_A = {cfg['eps_focus'] * 255:.0f} grey levels (the OPOM uniform-budget baseline: "
-        f"{cfg.get('uniform_eps', 0) * 255:.0f} everywhere). Verification thresholds at FAR {cfg['far']:g}: {thresholds}. "
+        f"{cfg.get('uniform_eps', 0) * 255:.0f} everywhere).{transfer_label(cfg)} Verification thresholds at FAR {cfg['far']:g}: {thresholds}. "
         f"Seed {cfg['seed']}; {_person_minutes(results):.0f} min of per-person compute "
         f"({results.get('environment', {}).get('threads', '?')} thread(s); stage timings in results.json).",
         "",
