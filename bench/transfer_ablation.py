@@ -5,7 +5,8 @@ the attacker's clean gallery, people-bootstrap intervals) per variant of our met
 the attacker's gallery is embedded once; each writes its records, results and report under OUT/VARIANT.
 Every target must be outside the ensemble (black-box only). Printed per target and variant: top-1 PSR
 with its 95 % interval, the face-region visibility (FLIP mean, share of face pixels > 0.2, face SSIM),
-full-photo SSIM, and the enrollment seconds per person (learning the mask + applying it to the probes).
+full-photo SSIM, the enrollment seconds per person (learning the mask + applying it to the probes), and
+the gap to the first variant on the same probes with its paired people-bootstrap 95 % interval.
 
 Variants (``--variants``, comma-separated; settings within one joined by "+"):
 ``base`` the core's default; ``rotate:DEG`` alignment EOT (PGDConfig.diversity_rotation);
@@ -20,6 +21,7 @@ Variants (``--variants``, comma-separated; settings within one joined by "+"):
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -27,8 +29,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from facecloak.evaluate.protocol import EvalConfig
-from facecloak.evaluate.report import with_interval, write_report
-from facecloak.evaluate.runner import run_eval
+from facecloak.evaluate.report import paired_gap, with_interval, write_report
+from facecloak.evaluate.runner import RESULTS, run_eval
 
 
 def variant_config(spec: str, base: EvalConfig) -> EvalConfig:
@@ -51,6 +53,24 @@ def variant_config(spec: str, base: EvalConfig) -> EvalConfig:
     return cfg
 
 
+def print_table(results: dict[str, dict], targets: tuple[str, ...], ensemble: tuple[str, ...], args: argparse.Namespace) -> None:
+    label = "+".join(ensemble)
+    print(f"\n{args.people} people x {args.probes} probes, ours = {label}, JPEG 90 + resize 0.8, black-box targets only")
+    print(f"{'target':9s} {'variant':20s} {'top-1 PSR (95% CI)':>23s} {'face FLIP':>9s} {'face>0.2':>8s} "
+          f"{'faceSSIM':>8s} {'SSIM':>6s} {'enroll s':>8s}  gap to {next(iter(results))} (paired 95% CI)")
+    for target in targets:
+        first = None
+        for variant, res in results.items():
+            row = next(r for r in res["rows"] if r["target"] == target and r["jpeg"] == 90 and r["method"] == "ours")
+            first = first or row
+            seconds = statistics.median(v[f"ours/{label}"] for v in res["seconds"]["per_person"].values())
+            gap = paired_gap(row, first)
+            gap_text = "-" if row is first or gap is None else (
+                f"{100 * gap.value:+5.1f} ({100 * gap.low:+.1f}..{100 * gap.high:+.1f})")
+            print(f"{target:9s} {variant:20s} {with_interval(row, 'top1_psr'):>23s} {row['flip_mean']:9.3f} "
+                  f"{100 * row['flip_visible']:7.1f}% {row['face_ssim']:8.3f} {row['ssim']:6.3f} {seconds:8.1f}  {gap_text}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-o", "--output", required=True)
@@ -63,6 +83,7 @@ def main() -> None:
     parser.add_argument("--views", type=int, default=None)
     parser.add_argument("--iterations", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--report-only", action="store_true", help="print the table from OUTPUT/VARIANT/results.json")
     parser.add_argument("--quick", action="store_true", help="2 people x 2 probes, 4 views x 2 iterations, 60 distractors")
     args = parser.parse_args()
     if args.quick:
@@ -79,19 +100,13 @@ def main() -> None:
     results = {}
     for variant in args.variants.split(","):
         out = Path(args.output) / variant.replace(":", "").replace("+", "_")
+        if args.report_only:
+            results[variant] = json.loads((out / RESULTS).read_text())
+            continue
         results[variant] = run_eval(variant_config(variant, base), out, resume=True, log=lambda m: print(m, flush=True),
                                     threads=args.threads)
         write_report(results[variant], out, title=f"Transfer ablation: {variant}")
-    label = "+".join(ensemble)
-    print(f"\n{args.people} people x {args.probes} probes, ours = {label}, JPEG 90 + resize 0.8, black-box targets only")
-    print(f"{'target':9s} {'variant':20s} {'top-1 PSR (95% CI)':>22s} {'face FLIP':>9s} {'face>0.2':>8s} "
-          f"{'faceSSIM':>8s} {'SSIM':>6s} {'enroll s':>8s}")
-    for target in targets:
-        for variant, res in results.items():
-            row = next(r for r in res["rows"] if r["target"] == target and r["jpeg"] == 90 and r["method"] == "ours")
-            seconds = statistics.median(v[f"ours/{label}"] for v in res["seconds"]["per_person"].values())
-            print(f"{target:9s} {variant:20s} {with_interval(row, 'top1_psr'):>22s} {row['flip_mean']:9.3f} "
-                  f"{100 * row['flip_visible']:7.1f}% {row['face_ssim']:8.3f} {row['ssim']:6.3f} {seconds:8.1f}")
+    print_table(results, targets, ensemble, args)
     print("load at end:", ", ".join(f"{x:.2f}" for x in os.getloadavg()))
 
 

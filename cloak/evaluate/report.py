@@ -220,7 +220,7 @@ def _verdict(ours: dict, candidates: Sequence[dict]) -> str:
     if not candidates:
         return "–"
     other = min(candidates, key=lambda r: r["ssim"] if r["ssim"] is not None else 1.0)
-    ci = _paired(ours, other)
+    ci = paired_gap(ours, other)
     gap = _gap(ours, other, ci)
     ssims = f"SSIM {_num(ours['ssim'], '.3f')} vs {_num(other['ssim'], '.3f')}"
     if ours["ssim"] is None or other["ssim"] is None:
@@ -230,7 +230,7 @@ def _verdict(ours: dict, candidates: Sequence[dict]) -> str:
     return f"{_beats(ours, other, ci)} ({gap}, {ssims})"
 
 
-def _paired(ours: dict, other: dict) -> Interval | None:
+def paired_gap(ours: dict, other: dict) -> Interval | None:
     """The paired people-bootstrap interval of ours - other, or None for rows without per-person counts."""
     if not (ours.get("person_top1") and other.get("person_top1")):
         return None
