@@ -26,6 +26,8 @@ import sys
 import tempfile
 import time
 
+from facecloak.presets import DEFAULT_SURROGATES
+
 BASELINE = "torch-cpu"
 
 
@@ -90,7 +92,7 @@ def optimise_gflop(surrogates: tuple[str, ...], views: int, iterations: int) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backends", default=f"{BASELINE},auto", help="comma list; the first is the baseline")
-    parser.add_argument("--surrogates", default="sface,facenet")
+    parser.add_argument("--surrogates", default=",".join(DEFAULT_SURROGATES))
     parser.add_argument("--views", type=int, default=8)
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)

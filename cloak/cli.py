@@ -16,7 +16,7 @@ from .backend_names import AUTO, BACKEND_ENV, BACKENDS
 from .command import run_command
 from .errors import BadOptionError
 from .imageio import check_jpeg_quality, output_format, read_image, write_image
-from .presets import STRENGTHS
+from .presets import DEFAULT_SURROGATES, STRENGTHS
 
 MASK_SUFFIX = ".fcmask"
 
@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     enroll = sub.add_parser("enroll", help="learn your identity mask from one selfie")
     enroll.add_argument("photo")
     enroll.add_argument("-o", "--output", required=True, help="mask file to write (*.fcmask)")
-    enroll.add_argument("--surrogates", default="sface,facenet", help="comma-separated surrogate models")
+    enroll.add_argument("--surrogates", default=",".join(DEFAULT_SURROGATES), help="comma-separated surrogate models")
     enroll.add_argument("--views", type=int, default=8)
     enroll.add_argument("--iterations", type=int, default=10)
     enroll.add_argument("--strength", choices=tuple(STRENGTHS), default="standard",
@@ -216,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     build = gallery_sub.add_parser("build", help="embed a folder of face photos (one identity per sub-folder or file)")
     build.add_argument("directory")
     build.add_argument("-o", "--output", default="gallery.npz")
-    build.add_argument("--models", default="sface,facenet")
+    build.add_argument("--models", default=",".join(DEFAULT_SURROGATES))
     build.set_defaults(func=cmd_gallery_build)
     from .evaluate.cli import add_eval_parser  # light module; the benchmark's heavy imports run inside `eval`
     add_eval_parser(sub)

@@ -20,12 +20,12 @@ from .mask.maskset import MAX_MEMBERS
 from .models import get_card
 from .optimise import Anchors, Budget, BudgetConfig, PGDConfig, run_pgd
 from .optimise.backend import OptimiseBackend
+from .presets import DEFAULT_SURROGATES
 from .optimise.budget import border_taper
 from .optimise.perceptual import PerceptualBudget, allowed_amplitude, clip_to_allowed, face_support
 from .views import AugmentViews, ViewGenerator, ViewRequest
 
 Progress = Callable[[str, float], None]
-DEFAULT_SURROGATES = ("sface", "facenet")
 MAX_SEED = 2**32 - 1  # seeds travel as uint32 to the server: local and remote enrollment accept the same ones
 
 

@@ -1,8 +1,8 @@
 """``facecloak-export``: the offline export stage (surrogates, PGD step, TensorRT, Triton, on-device op).
 
-    facecloak-export surrogates --models sface,facenet     # ONNX, dynamic batch, verified vs PyTorch
-    facecloak-export step --models sface,facenet --views 8 # the PGD step graph + resampling table
-    facecloak-export aot --models sface,facenet --views 8  # the PGD step compiled for this CPU (aot-cpu)
+    facecloak-export surrogates --models sface,ms1m,faceplugin      # ONNX, dynamic batch, verified vs PyTorch
+    facecloak-export step --models sface,ms1m,faceplugin --views 8  # the PGD step graph + resampling table
+    facecloak-export aot --models sface,ms1m,faceplugin --views 8   # the PGD step compiled for this CPU (aot-cpu)
     facecloak-export build --precision fp16                # TensorRT engines (GPU host only)
     facecloak-export triton --repo triton_models           # Triton model repository
     facecloak-export ondevice --formats onnx --verify      # the on-device add-and-clip op
@@ -24,6 +24,7 @@ from facecloak.engines.manifest import Artefact, sha256_file
 from facecloak.engines.runtimes import default_build_dir
 from facecloak.command import comma_list, run_command
 from facecloak.errors import BadOptionError
+from facecloak.presets import DEFAULT_SURROGATES
 
 ONDEVICE_SUFFIXES = {".onnx", ".tflite", ".mlmodel"}
 
@@ -133,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   ("aot", cmd_aot, "the PGD step compiled for this CPU (AOTInductor; serve with aot-cpu)"),
                                   ("all", cmd_all, "surrogates + step + on-device op")):
         p = add(name, func, help_text)
-        p.add_argument("--models", type=comma_list, default=("sface", "facenet"), help="comma list of surrogates")
+        p.add_argument("--models", type=comma_list, default=DEFAULT_SURROGATES, help="comma list of surrogates")
         p.add_argument("--views", type=int, default=8, help="views per step graph")
         p.add_argument("--size", type=int, default=112, help="aligned frame side in px")
         p.add_argument("--no-verify", action="store_true", help="skip the comparison with PyTorch")
