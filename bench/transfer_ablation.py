@@ -6,7 +6,8 @@ the attacker's gallery is embedded once; each writes its records, results and re
 Every target must be outside the ensemble (black-box only). Printed per target and variant: top-1 PSR
 with its 95 % interval, the face-region visibility (FLIP mean, share of face pixels > 0.2, face SSIM),
 full-photo SSIM, the enrollment seconds per person (learning the mask + applying it to the probes), and
-the gap to the first variant on the same probes with its paired people-bootstrap 95 % interval.
+the gap to the first variant on the same probes with its paired people-bootstrap 95 % interval (on the
+people both runs hold: a run extended with more people keeps the seeded order).
 
 Variants (``--variants``, comma-separated; settings within one joined by "+"):
 ``base`` the core's default; ``rotate:DEG`` alignment EOT (PGDConfig.diversity_rotation);
@@ -16,6 +17,7 @@ Variants (``--variants``, comma-separated; settings within one joined by "+"):
     python bench/transfer_ablation.py -o /tmp/ablation --ensemble sface,ms1m,faceplugin --targets facenet,sirius \\
         --variants base,rotate:10,jpeg:75,rotate:10+jpeg:75 --people 8 --probes 4
     python bench/transfer_ablation.py -o /tmp/ablation-quick --quick     # 2 people, tiny settings (a smoke run)
+    python bench/transfer_ablation.py -o /tmp/ablation --report-only --time 3 ...  # the table again + enrollment times
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import json
 import os
 import statistics
 import subprocess
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -33,42 +36,74 @@ from facecloak.evaluate.report import paired_gap, with_interval, write_report
 from facecloak.evaluate.runner import RESULTS, run_eval
 
 
-def variant_config(spec: str, base: EvalConfig) -> EvalConfig:
-    """``rotate:10+jpeg:75`` -> the run's settings."""
-    cfg = base
+# Each variant setting: (EvalConfig field, the PGDConfig field it sets, how its value is parsed)
+SETTINGS = {"rotate": ("eot_rotation", "diversity_rotation", float), "jpeg": ("eot_jpeg", "upload_jpeg", int),
+            "sgm": ("skip_gradient", "skip_gradient", float), "balance": ("balance", "balance_surrogates", bool)}
+
+
+def variant_settings(spec: str) -> dict[str, tuple[str, object]]:
+    """``rotate:10+jpeg:75`` -> {EvalConfig field: (PGDConfig field, value)}; ``base`` -> {}."""
+    out = {}
     for part in spec.split("+"):
         kind, *values = part.split(":")
         if kind == "base":
             continue
-        if kind == "rotate":
-            cfg = replace(cfg, eot_rotation=float(values[0]))
-        elif kind == "jpeg":
-            cfg = replace(cfg, eot_jpeg=int(values[0]))
-        elif kind == "sgm":
-            cfg = replace(cfg, skip_gradient=float(values[0]))
-        elif kind == "balance":
-            cfg = replace(cfg, balance=True)
-        else:
+        if kind not in SETTINGS:
             raise SystemExit(f"unknown variant setting {part!r} (base, rotate:DEG, jpeg:Q, sgm:GAMMA, balance)")
-    return cfg
+        field, pgd_field, parse = SETTINGS[kind]
+        out[field] = (pgd_field, parse(values[0]) if values else True)
+    return out
+
+
+def variant_config(spec: str, base: EvalConfig) -> EvalConfig:
+    return replace(base, **{k: v for k, (_, v) in variant_settings(spec).items()})
+
+
+def time_variants(variants: list[str], ensemble: tuple[str, ...], repeats: int) -> None:
+    """Median seconds of ``repeats`` whole enrollments per variant (PyTorch eager, one LFW photo), side by side."""
+    from facecloak.assemble import EnrollerSpec, build_enroller
+    from facecloak.assets import assets_dir
+    from facecloak.enroll import EnrollConfig
+    from facecloak.imageio import read_image
+
+    image = read_image(assets_dir() / "faces/lfw/Tony_Blair/Tony_Blair_0001.jpg")
+    enroller = build_enroller(EnrollerSpec(backend="torch-cpu", surrogates=ensemble, view_backend="augment")).enroller
+    print(f"\nenrollment time, {'+'.join(ensemble)}, PyTorch eager, median of {repeats} (load at start: "
+          + ", ".join(f"{x:.2f}" for x in os.getloadavg()) + ")")
+    first = None
+    for variant in variants:
+        base = EnrollConfig(surrogates=ensemble)
+        config = replace(base, pgd=replace(base.pgd, **dict(variant_settings(variant).values())))
+        enroller.enroll(image, config)  # warm-up
+        seconds = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            enroller.enroll(image, config)
+            seconds.append(time.perf_counter() - start)
+        median = statistics.median(seconds)
+        first = first or median
+        print(f"  {variant:24s} {median:6.1f} s  x{median / first:.2f}")
 
 
 def print_table(results: dict[str, dict], targets: tuple[str, ...], ensemble: tuple[str, ...], args: argparse.Namespace) -> None:
     label = "+".join(ensemble)
-    print(f"\n{args.people} people x {args.probes} probes, ours = {label}, JPEG 90 + resize 0.8, black-box targets only")
+    print(f"\nup to {args.people} people x {args.probes} probes, ours = {label}, JPEG 90 + resize 0.8, black-box targets only")
     print(f"{'target':9s} {'variant':20s} {'top-1 PSR (95% CI)':>23s} {'face FLIP':>9s} {'face>0.2':>8s} "
-          f"{'faceSSIM':>8s} {'SSIM':>6s} {'enroll s':>8s}  gap to {next(iter(results))} (paired 95% CI)")
+          f"{'faceSSIM':>8s} {'SSIM':>6s} {'enroll s':>8s} {'people':>6s}  gap to {next(iter(results))} (paired 95% CI)")
     for target in targets:
         first = None
         for variant, res in results.items():
             row = next(r for r in res["rows"] if r["target"] == target and r["jpeg"] == 90 and r["method"] == "ours")
             first = first or row
             seconds = statistics.median(v[f"ours/{label}"] for v in res["seconds"]["per_person"].values())
-            gap = paired_gap(row, first)
+            # Runs extended to more people keep the seeded order, so the shorter run's people are a prefix.
+            common = min(len(row["person_top1"]), len(first["person_top1"]))
+            gap = paired_gap(*({**r, "person_top1": r["person_top1"][:common], "person_probes": r["person_probes"][:common]}
+                               for r in (row, first)))
             gap_text = "-" if row is first or gap is None else (
                 f"{100 * gap.value:+5.1f} ({100 * gap.low:+.1f}..{100 * gap.high:+.1f})")
             print(f"{target:9s} {variant:20s} {with_interval(row, 'top1_psr'):>23s} {row['flip_mean']:9.3f} "
-                  f"{100 * row['flip_visible']:7.1f}% {row['face_ssim']:8.3f} {row['ssim']:6.3f} {seconds:8.1f}  {gap_text}")
+                  f"{100 * row['flip_visible']:7.1f}% {row['face_ssim']:8.3f} {row['ssim']:6.3f} {seconds:8.1f} {len(row['person_top1']):6d}  {gap_text}")
 
 
 def main() -> None:
@@ -84,6 +119,8 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--report-only", action="store_true", help="print the table from OUTPUT/VARIANT/results.json")
+    parser.add_argument("--time", type=int, default=0, metavar="N",
+                        help="then time N enrollments per variant (median; run it on a quiet machine)")
     parser.add_argument("--quick", action="store_true", help="2 people x 2 probes, 4 views x 2 iterations, 60 distractors")
     args = parser.parse_args()
     if args.quick:
@@ -107,6 +144,8 @@ def main() -> None:
                                     threads=args.threads)
         write_report(results[variant], out, title=f"Transfer ablation: {variant}")
     print_table(results, targets, ensemble, args)
+    if args.time:
+        time_variants(list(results), ensemble, args.time)
     print("load at end:", ", ".join(f"{x:.2f}" for x in os.getloadavg()))
 
 
