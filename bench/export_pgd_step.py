@@ -56,8 +56,7 @@ def bench_set(models: tuple[str, ...], views: int, out: Path, repeats: int, thre
         unrolled = out / f"{spec.name}_k{unroll}.onnx"
         export_step(spec, unrolled, unroll=unroll)
         session = _session(unrolled, LEVELS["all"], threads)
-        k_feeds = {**feeds, "theta": np.stack([feeds["theta"]] * unroll), "resample": np.stack([feeds["resample"]] * unroll),
-                   "angle": np.stack([feeds["angle"]] * unroll)}
+        k_feeds = {**feeds, **{name: np.stack([feeds[name]] * unroll) for name in ("theta", "resample", "angle")}}
         runners[f"ORT CPU ({unroll} steps unrolled)"] = (lambda: session.run(None, k_feeds), unroll)
     print(f"[{'+'.join(models)}] ready in {time.perf_counter() - start:.1f} s; {views} views at 112 px, {threads} threads")
     for fn, _ in runners.values():  # warm-up: allocator, kernel selection, lazy init

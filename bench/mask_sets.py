@@ -19,7 +19,7 @@ import subprocess
 from dataclasses import replace
 from pathlib import Path
 
-from facecloak.evaluate.protocol import EvalConfig
+from facecloak.evaluate.cli import add_comparison_options, comparison_config
 from facecloak.evaluate.report import write_report
 from facecloak.evaluate.runner import run_eval
 
@@ -33,25 +33,14 @@ def _cell(row: dict, key: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-o", "--output", required=True)
     parser.add_argument("--sizes", default="1,4", help="mask-set sizes, comma-separated (first = reference)")
-    parser.add_argument("--people", type=int, default=8)
-    parser.add_argument("--probes", type=int, default=4)
-    parser.add_argument("--distractors", type=int, default=300)
-    parser.add_argument("--ensemble", default="sface,facenet", help="surrogates of our method (comma-separated)")
-    parser.add_argument("--targets", default="ms1m,sirius,faceplugin", help="attackers, outside the ensemble")
-    parser.add_argument("--views", type=int, default=None)
-    parser.add_argument("--iterations", type=int, default=None)
-    parser.add_argument("--threads", type=int, default=1)
+    add_comparison_options(parser, ensemble="sface,facenet", targets="ms1m,sirius,faceplugin")
     parser.add_argument("--quick", action="store_true", help="2 people x 3 probes, 4 views x 2 iterations, sizes 1,2")
     args = parser.parse_args()
     if args.quick:
         args.people, args.probes, args.views, args.iterations, args.sizes, args.distractors = 2, 3, 4, 2, "1,2", 60
-    ensemble = tuple(args.ensemble.split(","))
-    targets = tuple(args.targets.split(","))
-    base = EvalConfig(people=args.people, probes=args.probes, gallery_people=max(2 if args.quick else 100, args.people), distractors=args.distractors,
-                      surrogates=(), ensemble=False, ensembles=(ensemble,), targets=targets, methods=("clean", "noise", "ours"),
-                      jpeg=(90,), budget_scales=(), views=args.views, iterations=args.iterations)
+    base = comparison_config(args, args.quick)
+    ensemble, targets = base.ensembles[0], base.targets
     print("load at start:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
     results = {}
     for size in (int(s) for s in args.sizes.split(",")):

@@ -31,6 +31,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from facecloak.evaluate.cli import add_comparison_options, comparison_config
 from facecloak.evaluate.protocol import EvalConfig
 from facecloak.evaluate.report import paired_gap, with_interval, write_report
 from facecloak.evaluate.runner import RESULTS, run_eval
@@ -108,16 +109,8 @@ def print_table(results: dict[str, dict], targets: tuple[str, ...], ensemble: tu
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-o", "--output", required=True)
     parser.add_argument("--variants", default="base,rotate:10,jpeg:75,rotate:10+jpeg:75")
-    parser.add_argument("--people", type=int, default=8)
-    parser.add_argument("--probes", type=int, default=4)
-    parser.add_argument("--distractors", type=int, default=300)
-    parser.add_argument("--ensemble", default="sface,ms1m,faceplugin", help="surrogates of our method (comma-separated)")
-    parser.add_argument("--targets", default="facenet,sirius", help="attackers, all outside the ensemble")
-    parser.add_argument("--views", type=int, default=None)
-    parser.add_argument("--iterations", type=int, default=None)
-    parser.add_argument("--threads", type=int, default=1)
+    add_comparison_options(parser, ensemble="sface,ms1m,faceplugin", targets="facenet,sirius")
     parser.add_argument("--report-only", action="store_true", help="print the table from OUTPUT/VARIANT/results.json")
     parser.add_argument("--time", type=int, default=0, metavar="N",
                         help="then time N enrollments per variant (median; run it on a quiet machine)")
@@ -125,14 +118,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.people, args.probes, args.views, args.iterations, args.distractors = 2, 2, 4, 2, 60
-    ensemble = tuple(args.ensemble.split(","))
-    targets = tuple(args.targets.split(","))
+    base = comparison_config(args, args.quick)
+    ensemble, targets = base.ensembles[0], base.targets
     if set(ensemble) & set(targets):
         raise SystemExit(f"targets {sorted(set(ensemble) & set(targets))} are in the ensemble: only black-box rows count")
-    base = EvalConfig(people=args.people, probes=args.probes, gallery_people=max(2 if args.quick else 100, args.people),
-                      distractors=args.distractors, surrogates=(), ensemble=False, ensembles=(ensemble,), targets=targets,
-                      methods=("clean", "noise", "ours"), jpeg=(90,), budget_scales=(), views=args.views,
-                      iterations=args.iterations)
     print("load at start:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
     results = {}
     for variant in args.variants.split(","):

@@ -57,6 +57,7 @@ def _grey_levels(value: str) -> float:
 
 def _enroll_config(args: argparse.Namespace):
     from .enroll import EnrollConfig
+    from .optimise.config import with_given
     from .optimise.perceptual import PerceptualBudget
 
     base = EnrollConfig()
@@ -64,10 +65,8 @@ def _enroll_config(args: argparse.Namespace):
     eps = preset_eps if args.eps is None else args.eps
     eps_focus = preset_focus if args.eps_focus is None else args.eps_focus
     budget = replace(base.budget, eps=eps, eps_focus=max(eps, eps_focus))
-    pgd = replace(base.pgd, iterations=args.iterations,
-                  diversity_rotation=base.pgd.diversity_rotation if args.eot_rotation is None else args.eot_rotation,
-                  upload_jpeg=base.pgd.upload_jpeg if args.eot_jpeg is None else args.eot_jpeg,
-                  skip_gradient=base.pgd.skip_gradient if args.skip_gradient is None else args.skip_gradient)
+    pgd = with_given(base.pgd, iterations=args.iterations, diversity_rotation=args.eot_rotation, upload_jpeg=args.eot_jpeg,
+                     skip_gradient=args.skip_gradient)
     surrogates = tuple(s for s in args.surrogates.split(",") if s)
     perceptual = PerceptualBudget(eps=budget.eps_focus) if args.perceptual else None
     return replace(base, surrogates=surrogates, views=args.views, seed=args.seed, budget=budget, pgd=pgd, perceptual=perceptual,

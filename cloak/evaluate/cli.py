@@ -117,6 +117,30 @@ def config_from_args(args: argparse.Namespace):
     return cfg
 
 
+def add_comparison_options(p: argparse.ArgumentParser, ensemble: str, targets: str) -> None:
+    """Options of the benches that run our method from one ensemble in several variants side by side (bench/)."""
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--people", type=int, default=8)
+    p.add_argument("--probes", type=int, default=4)
+    p.add_argument("--distractors", type=int, default=300)
+    p.add_argument("--ensemble", default=ensemble, help="surrogates of our method (comma-separated)")
+    p.add_argument("--targets", default=targets, help="attackers, all outside the ensemble")
+    p.add_argument("--views", type=int, default=None)
+    p.add_argument("--iterations", type=int, default=None)
+    p.add_argument("--threads", type=int, default=1)
+
+
+def comparison_config(args: argparse.Namespace, quick: bool = False):
+    """The comparison benches' EvalConfig: our method from ``--ensemble`` against ``--targets`` at the headline
+    upload only (JPEG 90; methods clean, noise, ours; no budget sweep), gallery of 100 LFW people (2 if quick)."""
+    from .protocol import EvalConfig
+
+    return EvalConfig(people=args.people, probes=args.probes, gallery_people=max(2 if quick else 100, args.people),
+                      distractors=args.distractors, surrogates=(), ensemble=False, ensembles=(tuple(args.ensemble.split(",")),),
+                      targets=tuple(args.targets.split(",")), methods=("clean", "noise", "ours"), jpeg=(90,),
+                      budget_scales=(), views=args.views, iterations=args.iterations)
+
+
 GRID_PEOPLE = 8  # people in the report's visibility grid
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -27,6 +26,7 @@ from ..imageio import read_image
 from ..mask import Mask, member_for_photo
 from ..models import get_card, torch_embedder
 from ..optimise import BudgetConfig
+from ..optimise.config import with_given
 from ..optimise.perceptual import PerceptualBudget
 from ..optimise.torch_step import SurrogateTarget
 from ..views import ViewRequest
@@ -70,13 +70,6 @@ def cloak_probes(probes: list[np.ndarray], faces: list[AlignedFace | None], mask
     """Each probe with its mask applied at full resolution; a probe with no detected face stays clean."""
     return [photo if face is None else apply_mask_with_landmarks(photo, mask_for(i), face.face.landmarks)
             for i, (photo, face) in enumerate(zip(probes, faces))]
-
-
-T = TypeVar("T")
-
-
-def _default(value: T | None, default: T) -> T:
-    return default if value is None else value
 
 
 # Attacker and its embedded gallery per (targets, gallery photos, distractors): several runs in one process
@@ -131,10 +124,9 @@ class Harness:
             base, surrogates=surrogates, seed=seed, check_views=0, budget=budget,
             perceptual=PerceptualBudget(eps=budget.eps_focus) if self.cfg.perceptual else None,
             views=self.cfg.views or base.views,
-            pgd=replace(base.pgd, iterations=self.cfg.iterations or base.pgd.iterations, balance_surrogates=self.cfg.balance,
-                        diversity_rotation=_default(self.cfg.eot_rotation, base.pgd.diversity_rotation),
-                        upload_jpeg=_default(self.cfg.eot_jpeg, base.pgd.upload_jpeg),
-                        skip_gradient=_default(self.cfg.skip_gradient, base.pgd.skip_gradient)),
+            pgd=with_given(base.pgd, iterations=self.cfg.iterations or None, balance_surrogates=self.cfg.balance,
+                           diversity_rotation=self.cfg.eot_rotation, upload_jpeg=self.cfg.eot_jpeg,
+                           skip_gradient=self.cfg.skip_gradient),
             members=self.cfg.mask_set,
         )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..errors import BadOptionError
 
@@ -71,3 +71,8 @@ class PGDConfig:
     def baked(self) -> tuple[tuple[str, float], ...]:
         """(field, value) pairs of the constants a step graph is specialised to."""
         return tuple((k, float(getattr(self, k))) for k in BAKED_FIELDS)
+
+
+def with_given(cfg: PGDConfig, **fields: object) -> PGDConfig:
+    """``cfg`` with the fields whose value is given (not None) replaced: options left unset keep the default."""
+    return replace(cfg, **{k: v for k, v in fields.items() if v is not None})
