@@ -12,7 +12,8 @@ people both runs hold: a run extended with more people keeps the seeded order).
 Variants (``--variants``, comma-separated; settings within one joined by "+"):
 ``base`` the core's default; ``rotate:DEG`` alignment EOT (PGDConfig.diversity_rotation);
 ``jpeg:Q`` upload EOT (PGDConfig.upload_jpeg); ``sgm:GAMMA`` skip-gradient model augmentation
-(PGDConfig.skip_gradient); ``balance`` per-surrogate gradient balancing.
+(PGDConfig.skip_gradient); ``balance`` per-surrogate gradient balancing; ``vis:W`` the visibility penalty
+(PGDConfig.visibility_weight, issue 13).
 
     python bench/transfer_ablation.py -o /tmp/ablation --ensemble sface,ms1m,faceplugin --targets facenet,sirius \\
         --variants base,rotate:10,jpeg:75,rotate:10+jpeg:75 --people 8 --probes 4
@@ -39,7 +40,8 @@ from facecloak.evaluate.runner import RESULTS, run_eval
 
 # Each variant setting: (EvalConfig field, the PGDConfig field it sets, how its value is parsed)
 SETTINGS = {"rotate": ("eot_rotation", "diversity_rotation", float), "jpeg": ("eot_jpeg", "upload_jpeg", int),
-            "sgm": ("skip_gradient", "skip_gradient", float), "balance": ("balance", "balance_surrogates", bool)}
+            "sgm": ("skip_gradient", "skip_gradient", float), "balance": ("balance", "balance_surrogates", bool),
+            "vis": ("visibility_weight", "visibility_weight", float)}
 
 
 def variant_settings(spec: str) -> dict[str, tuple[str, object]]:
@@ -50,7 +52,7 @@ def variant_settings(spec: str) -> dict[str, tuple[str, object]]:
         if kind == "base":
             continue
         if kind not in SETTINGS:
-            raise SystemExit(f"unknown variant setting {part!r} (base, rotate:DEG, jpeg:Q, sgm:GAMMA, balance)")
+            raise SystemExit(f"unknown variant setting {part!r} (base, rotate:DEG, jpeg:Q, sgm:GAMMA, balance, vis:W)")
         field, pgd_field, parse = SETTINGS[kind]
         out[field] = (pgd_field, parse(values[0]) if values else True)
     return out

@@ -59,6 +59,12 @@ from facecloak.optimise import PGDConfig
 from facecloak.optimise.perceptual import PerceptualBudget
 
 
+# Budget-map settings (BudgetConfig field, how the value is parsed): grey levels on the 0..255 scale,
+# the high-pass threshold, stickers on (1) or off (0).
+BUDGET_SETTINGS = {"eps": ("eps", lambda v: float(v) / 255), "epsa": ("eps_focus", lambda v: float(v) / 255),
+                   "mu": ("highpass_mu", float), "stickers": ("stickers", lambda v: bool(int(v)))}
+
+
 def variant_config(spec: str, base: EnrollConfig, pgd: PGDConfig) -> EnrollConfig:
     """``chroma:R+perceptual:EPS:FLOOR[:CONTRAST]`` -> the enrollment settings it names."""
     config = replace(base, pgd=pgd)
@@ -66,11 +72,17 @@ def variant_config(spec: str, base: EnrollConfig, pgd: PGDConfig) -> EnrollConfi
         kind, *values = part.split(":")
         if kind == "chroma":
             config = replace(config, pgd=replace(config.pgd, chroma_ratio=float(values[0])))
+        elif kind == "vis":
+            config = replace(config, pgd=replace(config.pgd, visibility_weight=float(values[0])))
+        elif kind in BUDGET_SETTINGS:
+            field, parse = BUDGET_SETTINGS[kind]
+            config = replace(config, budget=replace(config.budget, **{field: parse(values[0])}))
         elif kind == "perceptual":
             extra = {"contrast": float(values[2])} if len(values) > 2 else {}
             config = replace(config, perceptual=PerceptualBudget(eps=float(values[0]) / 255, floor=float(values[1]), **extra))
         else:
-            raise SystemExit(f"unknown variant setting {part!r} (chroma:R or perceptual:EPS:FLOOR[:CONTRAST])")
+            raise SystemExit(f"unknown variant setting {part!r} (chroma:R, perceptual:EPS:FLOOR[:CONTRAST], "
+                             f"{', '.join(k + ':V' for k in BUDGET_SETTINGS)})")
     return config
 
 
@@ -113,7 +125,7 @@ def main() -> None:
     parser.add_argument("--probes", type=int, default=3, help="held-out photos per person (photos 2..)")
     parser.add_argument("--variants", default="chroma:1,perceptual:32:0.25,perceptual:24:0.25",
                         help="comma-separated variants (see above); chroma:1 is today's default")
-    parser.add_argument("--targets", default="ms1m,sirius", help="black-box recognisers (not in the ensemble)")
+    parser.add_argument("--targets", default="facenet,sirius", help="black-box recognisers (not in the ensemble)")
     parser.add_argument("--iterations", type=int, default=0, help="PGD iterations (0: the core's default)")
     parser.add_argument("--views", type=int, default=0, help="enrollment views (0: the core's default)")
     parser.add_argument("--grad-sigma", type=float, default=None, help="override PGDConfig.grad_sigma")
@@ -128,6 +140,8 @@ def main() -> None:
     variants = args.variants.split(",")
     targets = args.targets.split(",")
     base = EnrollConfig(check_views=0)
+    if white_box := set(targets) & set(base.surrogates):
+        raise SystemExit(f"targets {sorted(white_box)} are in the ensemble {base.surrogates}: not a black-box figure")
     if args.views:
         base = replace(base, views=args.views)
     pgd = base.pgd if not args.iterations else replace(base.pgd, iterations=args.iterations)

@@ -66,7 +66,7 @@ def _enroll_config(args: argparse.Namespace):
     eps_focus = preset_focus if args.eps_focus is None else args.eps_focus
     budget = replace(base.budget, eps=eps, eps_focus=max(eps, eps_focus))
     pgd = with_given(base.pgd, iterations=args.iterations, diversity_rotation=args.eot_rotation, upload_jpeg=args.eot_jpeg,
-                     skip_gradient=args.skip_gradient)
+                     skip_gradient=args.skip_gradient, visibility_weight=args.visibility_weight)
     surrogates = tuple(s for s in args.surrogates.split(",") if s)
     perceptual = PerceptualBudget(eps=budget.eps_focus) if args.perceptual else None
     return replace(base, surrogates=surrogates, views=args.views, seed=args.seed, budget=budget, pgd=pgd, perceptual=perceptual,
@@ -192,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     enroll.add_argument("--skip-gradient", type=float, metavar="GAMMA",
                         help="model augmentation: scale the gradient through the surrogates' residual branches by GAMMA "
                         "(SGM; 1 = off)")
+    enroll.add_argument("--visibility-weight", type=float, metavar="W",
+                        help="visibility penalty: each step also descends W x the mask's energy that passes the eye's "
+                        "contrast-sensitivity filters (FLIP's), so it keeps less visible speckle (0 = off)")
     enroll.add_argument("--seed", type=int, default=0)
     enroll.add_argument("--server", help="enroll through a FaceCloak server at host:port instead of locally")
     enroll.add_argument("--overwrite", action="store_true", help="allow the output to replace the input photo")

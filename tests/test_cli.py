@@ -96,9 +96,10 @@ def test_eot_options_reach_the_pgd_settings() -> None:
 
     parse = build_parser().parse_args
     config = _enroll_config(parse(["enroll", "x.jpg", "-o", "x.fcmask", "--eot-rotation", "8", "--eot-jpeg", "80",
-                                   "--skip-gradient", "0.5"]))
-    assert (config.pgd.diversity_rotation, config.pgd.upload_jpeg, config.pgd.skip_gradient) == (8, 80, 0.5)
+                                   "--skip-gradient", "0.5", "--visibility-weight", "2"]))
+    pgd = config.pgd
+    assert (pgd.diversity_rotation, pgd.upload_jpeg, pgd.skip_gradient, pgd.visibility_weight) == (8, 80, 0.5, 2)
     plain = _enroll_config(parse(["enroll", "x.jpg", "-o", "x.fcmask"])).pgd
     default = PGDConfig()
-    assert (plain.diversity_rotation, plain.upload_jpeg, plain.skip_gradient) == (
-        default.diversity_rotation, default.upload_jpeg, default.skip_gradient)
+    assert (plain.diversity_rotation, plain.upload_jpeg, plain.skip_gradient, plain.visibility_weight) == (
+        default.diversity_rotation, default.upload_jpeg, default.skip_gradient, default.visibility_weight)

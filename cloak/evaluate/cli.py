@@ -79,6 +79,8 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
                    help="our method sends every view through a differentiable JPEG at quality Q (PGDConfig.upload_jpeg; 0 = off)")
     p.add_argument("--skip-gradient", type=float, metavar="GAMMA",
                    help="our method scales the gradient through residual branches by GAMMA (SGM; PGDConfig.skip_gradient)")
+    p.add_argument("--visibility-weight", type=float, metavar="W",
+                   help="our method also descends W x the mask's visible energy (PGDConfig.visibility_weight)")
     p.add_argument("--methods", type=_names, help="subset of clean,noise,centre_uniform,centre,pgd,ours_bm,ours")
     p.add_argument("--jpeg", type=_ints, help="upload JPEG qualities, first = headline (default 90,75,50; 0 = none)")
     p.add_argument("--resize", type=float, help="upload downscale factor (default 0.8)")

@@ -8,7 +8,7 @@ from ..errors import BadOptionError
 
 # The constants an exported step graph bakes in; a loop run with other values needs another graph.
 BAKED_FIELDS = ("momentum", "attention", "attention_lr", "self_weight", "grad_sigma", "balance_surrogates", "chroma_ratio",
-                "diversity_rotation", "upload_jpeg", "skip_gradient")
+                "diversity_rotation", "upload_jpeg", "skip_gradient", "visibility_weight")
 MIN_DOWN_SIZE = 8  # the diversity down-sampling never goes below 8 px
 
 
@@ -53,6 +53,11 @@ class PGDConfig:
     # (and to what the luma leaves), so the RGB delta still respects the L-inf budget. 1.0 is the
     # plain per-channel clip (independent RGB noise); 0.0 is a grey-only perturbation.
     chroma_ratio: float = 1.0
+    # Visibility penalty (issue 13): each step descends the cloak loss plus this weight times the delta's
+    # energy that passes FLIP's contrast-sensitivity filters (optimise.csf), both gradients normalised to
+    # unit mean magnitude. Where the surrogates' gradient is weak the delta drifts to what the eye filters
+    # out instead of saturating the budget. 0 = off.
+    visibility_weight: float = 0.0
 
     def validate(self) -> None:
         if not 1 <= self.iterations <= 1000:
@@ -65,6 +70,8 @@ class PGDConfig:
             raise BadOptionError(f"upload_jpeg must be 0 (off) or a JPEG quality 1..100, got {self.upload_jpeg}")
         if not 0 < self.skip_gradient <= 1:
             raise BadOptionError(f"skip_gradient must be in (0, 1], got {self.skip_gradient}")
+        if not 0 <= self.visibility_weight <= 100:
+            raise BadOptionError(f"visibility_weight must be in [0, 100], got {self.visibility_weight}")
         if not 0 <= self.chroma_ratio <= 1:
             raise BadOptionError(f"chroma_ratio must be in [0, 1], got {self.chroma_ratio}")
 

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from ..models.onnx_torch import residual_gradient
 from .config import PGDConfig
 from .loop import Anchors, DiversityDraw, LoopState, StepInputs
-from .transforms import jpeg_approx, rotate
+from .csf import visible_energy_gradient
+from .transforms import gaussian_blur, jpeg_approx, rotate
 
 
 @dataclass
@@ -61,16 +62,8 @@ def diversify(x: torch.Tensor, theta: torch.Tensor, down_size: int, angle: torch
     return x
 
 
-def smooth_gradient(grad: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Depthwise Gaussian blur of a (3, S, S) gradient; identity for sigma <= 0."""
-    if sigma <= 0:
-        return grad
-    radius = max(1, int(round(3 * sigma)))
-    x = torch.arange(-radius, radius + 1, dtype=grad.dtype)
-    kernel_1d = torch.exp(-(x**2) / (2 * sigma**2))
-    kernel_1d = kernel_1d / kernel_1d.sum()
-    kernel = (kernel_1d[:, None] * kernel_1d[None, :]).expand(grad.shape[0], 1, -1, -1)
-    return F.conv2d(grad[None], kernel, padding=radius, groups=grad.shape[0])[0]
+def _unit_mean(g: torch.Tensor) -> torch.Tensor:
+    return g / g.abs().mean().clamp_min(1e-12)
 
 
 def _standardise(g: torch.Tensor) -> torch.Tensor:
@@ -125,12 +118,13 @@ def pgd_step(
     wrt = [delta, alpha] if cfg.attention else [delta]
     if cfg.balance_surrogates and len(targets) > 1:
         per_model = [torch.autograd.grad(part, wrt, retain_graph=True) for part in losses]
-        grads = [sum(g[i] / g[i].abs().mean().clamp_min(1e-12) for g in per_model) / len(targets) for i in range(len(wrt))]
+        grads = [sum(_unit_mean(g[i]) for g in per_model) / len(targets) for i in range(len(wrt))]
     else:
         grads = torch.autograd.grad(loss, wrt)
     with torch.no_grad():
-        grad = smooth_gradient(grads[0], cfg.grad_sigma)
-        grad = grad / grad.abs().mean().clamp_min(1e-12)
+        grad = _unit_mean(gaussian_blur(grads[0], cfg.grad_sigma))
+        if cfg.visibility_weight:  # descend the cloak loss and what a viewer sees of the delta together
+            grad = _unit_mean(grad + cfg.visibility_weight * _unit_mean(alpha * visible_energy_gradient(delta * alpha)))
         velocity = cfg.momentum * state.velocity + grad
         new_delta = colour_project(delta - steps * velocity.sign(), bound, cfg.chroma_ratio)
         new_alpha = (alpha - cfg.attention_lr * _standardise(grads[1])).clamp(0, 1) if cfg.attention else alpha

@@ -26,6 +26,18 @@ CHROMA_TABLE = (17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99, 
 BLOCK = 8
 
 
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Depthwise Gaussian blur of (C, H, W) ``x`` with zero padding (so it is self-adjoint); identity for sigma <= 0."""
+    if sigma <= 0:
+        return x
+    radius = max(1, int(round(3 * sigma)))
+    taps = torch.arange(-radius, radius + 1, dtype=x.dtype)
+    kernel_1d = torch.exp(-(taps**2) / (2 * sigma**2))
+    kernel_1d = kernel_1d / kernel_1d.sum()
+    kernel = (kernel_1d[:, None] * kernel_1d[None, :]).expand(x.shape[0], 1, -1, -1)
+    return torch.nn.functional.conv2d(x[None], kernel, padding=radius, groups=x.shape[0])[0]
+
+
 def tent_matrix(coords: torch.Tensor, size: int) -> torch.Tensor:
     """Bilinear sampling as a matrix: (..., K) pixel coordinates -> (..., K, size) weights max(0, 1-|p-k|)."""
     taps = torch.arange(size, dtype=coords.dtype, device=coords.device)
