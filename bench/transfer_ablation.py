@@ -13,7 +13,8 @@ Variants (``--variants``, comma-separated; settings within one joined by "+"):
 ``base`` the core's default; ``rotate:DEG`` alignment EOT (PGDConfig.diversity_rotation);
 ``jpeg:Q`` upload EOT (PGDConfig.upload_jpeg); ``sgm:GAMMA`` skip-gradient model augmentation
 (PGDConfig.skip_gradient); ``balance`` per-surrogate gradient balancing; ``vis:W`` the visibility penalty
-(PGDConfig.visibility_weight, issue 13).
+(PGDConfig.visibility_weight, issue 13); ``eps:N`` / ``epsa:N`` the budget in grey levels (base / focus:
+``eps:4+epsa:16`` is the subtle preset).
 
     python bench/transfer_ablation.py -o /tmp/ablation --ensemble sface,ms1m,faceplugin --targets facenet,sirius \\
         --variants base,rotate:10,jpeg:75,rotate:10+jpeg:75 --people 8 --probes 4
@@ -38,21 +39,26 @@ from facecloak.evaluate.report import paired_gap, with_interval, write_report
 from facecloak.evaluate.runner import RESULTS, run_eval
 
 
-# Each variant setting: (EvalConfig field, the PGDConfig field it sets, how its value is parsed)
-SETTINGS = {"rotate": ("eot_rotation", "diversity_rotation", float), "jpeg": ("eot_jpeg", "upload_jpeg", int),
-            "sgm": ("skip_gradient", "skip_gradient", float), "balance": ("balance", "balance_surrogates", bool),
-            "vis": ("visibility_weight", "visibility_weight", float)}
+def _grey(value: str) -> float:
+    return float(value) / 255
+
+
+# Each variant setting: (EvalConfig field, the EnrollConfig part and field it sets, how its value is parsed)
+SETTINGS = {"rotate": ("eot_rotation", "pgd.diversity_rotation", float), "jpeg": ("eot_jpeg", "pgd.upload_jpeg", int),
+            "sgm": ("skip_gradient", "pgd.skip_gradient", float), "balance": ("balance", "pgd.balance_surrogates", bool),
+            "vis": ("visibility_weight", "pgd.visibility_weight", float),
+            "eps": ("eps", "budget.eps", _grey), "epsa": ("eps_focus", "budget.eps_focus", _grey)}
 
 
 def variant_settings(spec: str) -> dict[str, tuple[str, object]]:
-    """``rotate:10+jpeg:75`` -> {EvalConfig field: (PGDConfig field, value)}; ``base`` -> {}."""
+    """``rotate:10+jpeg:75`` -> {EvalConfig field: ("part.field" of EnrollConfig, value)}; ``base`` -> {}."""
     out = {}
     for part in spec.split("+"):
         kind, *values = part.split(":")
         if kind == "base":
             continue
         if kind not in SETTINGS:
-            raise SystemExit(f"unknown variant setting {part!r} (base, rotate:DEG, jpeg:Q, sgm:GAMMA, balance, vis:W)")
+            raise SystemExit(f"unknown variant setting {part!r} (base, rotate:DEG, jpeg:Q, sgm:GAMMA, balance, vis:W, eps:N, epsa:N)")
         field, pgd_field, parse = SETTINGS[kind]
         out[field] = (pgd_field, parse(values[0]) if values else True)
     return out
@@ -75,8 +81,10 @@ def time_variants(variants: list[str], ensemble: tuple[str, ...], repeats: int) 
           + ", ".join(f"{x:.2f}" for x in os.getloadavg()) + ")")
     first = None
     for variant in variants:
-        base = EnrollConfig(surrogates=ensemble)
-        config = replace(base, pgd=replace(base.pgd, **dict(variant_settings(variant).values())))
+        config = EnrollConfig(surrogates=ensemble)
+        for target, value in variant_settings(variant).values():
+            part, field = target.split(".")
+            config = replace(config, **{part: replace(getattr(config, part), **{field: value})})
         enroller.enroll(image, config)  # warm-up
         seconds = []
         for _ in range(repeats):
