@@ -61,12 +61,14 @@ def _enroll_config(args: argparse.Namespace):
     from .optimise.perceptual import PerceptualBudget
 
     base = EnrollConfig()
-    preset_eps, preset_focus = (v / 255 for v in STRENGTHS[args.strength])
+    preset = STRENGTHS[args.strength]
+    preset_eps, preset_focus = preset.eps / 255, preset.eps_focus / 255
     eps = preset_eps if args.eps is None else args.eps
     eps_focus = preset_focus if args.eps_focus is None else args.eps_focus
     budget = replace(base.budget, eps=eps, eps_focus=max(eps, eps_focus))
     pgd = with_given(base.pgd, iterations=args.iterations, diversity_rotation=args.eot_rotation, upload_jpeg=args.eot_jpeg,
-                     skip_gradient=args.skip_gradient, visibility_weight=args.visibility_weight)
+                     skip_gradient=args.skip_gradient,
+                     visibility_weight=preset.visibility_weight if args.visibility_weight is None else args.visibility_weight)
     surrogates = tuple(s for s in args.surrogates.split(",") if s)
     perceptual = PerceptualBudget(eps=budget.eps_focus) if args.perceptual else None
     return replace(base, surrogates=surrogates, views=args.views, seed=args.seed, budget=budget, pgd=pgd, perceptual=perceptual,
@@ -174,7 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     enroll.add_argument("--views", type=int, default=8)
     enroll.add_argument("--iterations", type=int, default=10)
     enroll.add_argument("--strength", choices=tuple(STRENGTHS), default="standard",
-                        help="budget preset, eps / eps_A grey levels: " + ", ".join(f"{k} {e:g}/{f:g}" for k, (e, f) in STRENGTHS.items())
+                        help="preset, eps / eps_A grey levels (+ visibility penalty weight): " + ", ".join(
+                            f"{k} {s.eps:g}/{s.eps_focus:g}" + (f" + {s.visibility_weight:g}" if s.visibility_weight else "")
+                            for k, s in STRENGTHS.items())
                         + " (default standard; --eps / --eps-focus override it)")
     enroll.add_argument("--eps", type=_grey_levels, default=None, help="budget in grey levels (default: the preset's, 8)")
     enroll.add_argument("--eps-focus", type=_grey_levels, default=None, help="budget on focus pixels (default: the preset's, 32)")

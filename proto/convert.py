@@ -13,12 +13,12 @@ from dataclasses import dataclass, fields, replace
 from ..enroll import MAX_SEED, EnrollConfig
 from ..errors import BadOptionError
 from ..mask.maskset import MAX_MEMBERS
-from ..presets import STRENGTHS
+from ..presets import STRENGTHS, Strength
 from ..optimise.perceptual import PerceptualBudget
 from . import enrollment_pb2 as pb
 
-# Grey levels (eps, eps_A) of each preset (the core's strength table); UNSPECIFIED means the server default.
-PRESETS: dict[int, tuple[float, float]] = {
+# Each preset's budget and visibility penalty (the core's strength table); UNSPECIFIED means the server default.
+PRESETS: dict[int, Strength] = {
     pb.BUDGET_PRESET_SUBTLE: STRENGTHS["subtle"],
     pb.BUDGET_PRESET_STANDARD: STRENGTHS["standard"],
     pb.BUDGET_PRESET_STRONG: STRENGTHS["strong"],
@@ -40,7 +40,7 @@ class OptionLimits:
 def _carried(config: EnrollConfig, base: EnrollConfig) -> EnrollConfig:
     """``base`` with only the fields the API carries taken from ``config``."""
     budget = replace(base.budget, eps=config.budget.eps, eps_focus=config.budget.eps_focus)
-    pgd = replace(base.pgd, iterations=config.pgd.iterations)
+    pgd = replace(base.pgd, iterations=config.pgd.iterations, visibility_weight=config.pgd.visibility_weight)
     return replace(base, surrogates=config.surrogates, views=config.views, check_views=config.check_views,
                    seed=config.seed, budget=budget, pgd=pgd, perceptual=config.perceptual, members=config.members)
 
@@ -63,7 +63,7 @@ def options_from_config(config: EnrollConfig, mask_count: int = 1) -> pb.EnrollO
     p = config.perceptual
     return pb.EnrollOptions(
         eps=config.budget.eps * 255.0, eps_focus=config.budget.eps_focus * 255.0,
-        iterations=config.pgd.iterations, views=config.views, check_views=config.check_views,
+        iterations=config.pgd.iterations, visibility_weight=config.pgd.visibility_weight, views=config.views, check_views=config.check_views,
         surrogates=list(config.surrogates), seed=config.seed, mask_count=mask_count, members=config.members,
         perceptual=None if p is None else pb.PerceptualBudget(eps=p.eps * 255.0, floor=p.floor, contrast=p.contrast),
     )
@@ -85,8 +85,10 @@ def configs_from_options(options: pb.EnrollOptions, base: EnrollConfig, limits: 
     """Server side: one validated EnrollConfig per requested mask (seeds seed, seed+1, ...)."""
     if options.budget_preset == pb.BUDGET_PRESET_UNSPECIFIED:
         eps, eps_focus = base.budget.eps * 255.0, base.budget.eps_focus * 255.0
+        visibility_weight = base.pgd.visibility_weight
     elif options.budget_preset in PRESETS:
-        eps, eps_focus = PRESETS[options.budget_preset]
+        preset = PRESETS[options.budget_preset]
+        eps, eps_focus, visibility_weight = preset.eps, preset.eps_focus, preset.visibility_weight
     else:
         raise BadOptionError(f"unknown budget preset {options.budget_preset}")
     if options.HasField("eps"):
@@ -108,6 +110,9 @@ def configs_from_options(options: pb.EnrollOptions, base: EnrollConfig, limits: 
     count = _bounded("mask_count", options.mask_count or 1, 1, limits.max_masks)
     members = _bounded("members", pick("members", base.members), 1, min(MAX_MEMBERS, views))
     seed = pick("seed", base.seed)
+    visibility_weight = pick("visibility_weight", visibility_weight)
+    if not (math.isfinite(visibility_weight) and 0 <= visibility_weight <= 100):
+        raise BadOptionError(f"visibility_weight must be in [0, 100], got {visibility_weight}")
     if seed + count - 1 > MAX_SEED:
         raise BadOptionError(f"seed + mask_count - 1 must not exceed {MAX_SEED}")
     perceptual = base.perceptual
@@ -118,7 +123,8 @@ def configs_from_options(options: pb.EnrollOptions, base: EnrollConfig, limits: 
     config = replace(
         base, surrogates=surrogates, views=views, check_views=check_views,
         budget=replace(base.budget, eps=eps / 255.0, eps_focus=eps_focus / 255.0),
-        pgd=replace(base.pgd, iterations=iterations), perceptual=perceptual, members=members,
+        pgd=replace(base.pgd, iterations=iterations, visibility_weight=visibility_weight), perceptual=perceptual,
+        members=members,
     )
     configs = [replace(config, seed=seed + i) for i in range(count)]
     configs[0].validate()

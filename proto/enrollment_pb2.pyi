@@ -19,7 +19,7 @@ BUDGET_PRESET_STANDARD: BudgetPreset
 BUDGET_PRESET_STRONG: BudgetPreset
 
 class EnrollOptions(_message.Message):
-    __slots__ = ("budget_preset", "eps", "eps_focus", "iterations", "views", "check_views", "surrogates", "seed", "mask_count", "perceptual", "members")
+    __slots__ = ("budget_preset", "eps", "eps_focus", "iterations", "views", "check_views", "surrogates", "seed", "mask_count", "perceptual", "members", "visibility_weight")
     BUDGET_PRESET_FIELD_NUMBER: _ClassVar[int]
     EPS_FIELD_NUMBER: _ClassVar[int]
     EPS_FOCUS_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +31,7 @@ class EnrollOptions(_message.Message):
     MASK_COUNT_FIELD_NUMBER: _ClassVar[int]
     PERCEPTUAL_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    VISIBILITY_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     budget_preset: BudgetPreset
     eps: float
     eps_focus: float
@@ -42,7 +43,8 @@ class EnrollOptions(_message.Message):
     mask_count: int
     perceptual: PerceptualBudget
     members: int
-    def __init__(self, budget_preset: _Optional[_Union[BudgetPreset, str]] = ..., eps: _Optional[float] = ..., eps_focus: _Optional[float] = ..., iterations: _Optional[int] = ..., views: _Optional[int] = ..., check_views: _Optional[int] = ..., surrogates: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., mask_count: _Optional[int] = ..., perceptual: _Optional[_Union[PerceptualBudget, _Mapping]] = ..., members: _Optional[int] = ...) -> None: ...
+    visibility_weight: float
+    def __init__(self, budget_preset: _Optional[_Union[BudgetPreset, str]] = ..., eps: _Optional[float] = ..., eps_focus: _Optional[float] = ..., iterations: _Optional[int] = ..., views: _Optional[int] = ..., check_views: _Optional[int] = ..., surrogates: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., mask_count: _Optional[int] = ..., perceptual: _Optional[_Union[PerceptualBudget, _Mapping]] = ..., members: _Optional[int] = ..., visibility_weight: _Optional[float] = ...) -> None: ...
 
 class PerceptualBudget(_message.Message):
     __slots__ = ("eps", "floor", "contrast")

@@ -69,25 +69,25 @@ def test_expected_failures_are_one_line_errors_with_specific_exit_codes(tmp_path
 
 
 @pytest.mark.parametrize(("flags", "expected"), [
-    ([], (8, 32)),
-    (["--strength", "subtle"], (4, 16)),
-    (["--strength", "strong"], (12, 48)),
-    (["--strength", "strong", "--eps", "6"], (6, 48)),
-    (["--strength", "subtle", "--eps-focus", "20"], (4, 20)),
+    ([], (8, 32, 0)),
+    (["--strength", "subtle"], (8, 32, 4)),
+    (["--strength", "strong"], (12, 48, 0)),
+    (["--strength", "strong", "--eps", "6"], (6, 48, 0)),
+    (["--strength", "subtle", "--eps-focus", "20"], (8, 20, 4)),
 ])
 def test_strength_presets_set_the_budget_and_explicit_budgets_override_them(flags, expected) -> None:
     from facecloak.cli import _enroll_config, build_parser
 
     config = _enroll_config(build_parser().parse_args(["enroll", "x.jpg", "-o", "x.fcmask", *flags]))
-    assert (config.budget.eps * 255, config.budget.eps_focus * 255) == pytest.approx(expected)
+    assert (config.budget.eps * 255, config.budget.eps_focus * 255, config.pgd.visibility_weight) == pytest.approx(expected)
     assert config.perceptual is None
 
 
 def test_perceptual_takes_the_strength_as_its_largest_amplitude() -> None:
     from facecloak.cli import _enroll_config, build_parser
 
-    args = build_parser().parse_args(["enroll", "x.jpg", "-o", "x.fcmask", "--strength", "subtle", "--perceptual"])
-    assert _enroll_config(args).perceptual.eps * 255 == pytest.approx(16)
+    args = build_parser().parse_args(["enroll", "x.jpg", "-o", "x.fcmask", "--strength", "strong", "--perceptual"])
+    assert _enroll_config(args).perceptual.eps * 255 == pytest.approx(48)
 
 
 def test_eot_options_reach_the_pgd_settings() -> None:

@@ -282,7 +282,7 @@ _UINT32 = st.one_of(st.integers(0, 2**32 - 1), st.sampled_from([0, 1, 2, 5, 6, 1
 @st.composite
 def enroll_options(draw: st.DrawFn) -> pb.EnrollOptions:
     opts = pb.EnrollOptions()
-    for name in ("eps", "eps_focus"):
+    for name in ("eps", "eps_focus", "visibility_weight"):
         if draw(st.booleans()):
             setattr(opts, name, draw(st.one_of(_ANY_FLOAT, st.floats(0, 70))))
     for name in ("iterations", "views", "check_views", "seed", "mask_count"):
@@ -309,6 +309,7 @@ def test_any_options_become_valid_configs_or_a_bad_option(opts: pb.EnrollOptions
         config.validate()
         assert set(config.surrogates) <= set(OPTION_LIMITS.models) and config.seed == configs[0].seed + i
         assert 1 <= config.views <= OPTION_LIMITS.max_views and 1 <= config.pgd.iterations <= OPTION_LIMITS.max_iterations
+        assert 0 <= config.pgd.visibility_weight <= 100
 
 
 # -- the command line --------------------------------------------------------------------------------------------

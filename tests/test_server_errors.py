@@ -66,6 +66,7 @@ def test_image_errors(client, image, reason):
     {"eps": 16.0, "eps_focus": 8.0}, {"surrogates": ["no-such-model"]}, {"surrogates": ["sface", "sface"]},
     {"surrogates": ["facenet"]},  # registered, but not loaded on this server
     {"budget_preset": 77}, {"seed": 2**32 - 1, "mask_count": 2},
+    {"visibility_weight": -1.0}, {"visibility_weight": float("nan")}, {"visibility_weight": 101.0},
 ], ids=lambda f: ",".join(f"{k}={v}" for k, v in f.items()))
 def test_bad_options(client, fields):
     err = remote_error(client.enroll, faceless_png(), options(**fields))

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from facecloak.enroll import EnrollConfig
 from facecloak.errors import BadOptionError
 from facecloak.export.pipeline import ExportConfig, export_step_graph, export_surrogates
 from facecloak.export.step_graph import StepSpec
@@ -63,6 +64,36 @@ def test_penalty_makes_the_learned_mask_less_visible() -> None:
 def test_weight_is_validated() -> None:
     with pytest.raises(BadOptionError, match="visibility_weight"):
         PGDConfig(visibility_weight=-1).validate()
+
+
+def test_subtle_preset_carries_the_penalty_on_every_path() -> None:
+    """CLI and API: --strength subtle / BUDGET_PRESET_SUBTLE get the table's budget and penalty, an
+    explicit weight overrides it, and a local config with a weight survives the trip through the API."""
+    from facecloak.cli import _enroll_config, build_parser
+    from facecloak.presets import STRENGTHS
+    from facecloak.proto import enrollment_pb2 as pb
+    from facecloak.proto.convert import OptionLimits, configs_from_options, options_from_config
+
+    subtle = STRENGTHS["subtle"]
+    assert subtle.visibility_weight > 0
+    parse = build_parser().parse_args
+    local = _enroll_config(parse(["enroll", "x.jpg", "-o", "x.fcmask", "--strength", "subtle"]))
+    assert local.pgd.visibility_weight == subtle.visibility_weight
+    assert (local.budget.eps * 255, local.budget.eps_focus * 255) == pytest.approx((subtle.eps, subtle.eps_focus))
+    assert _enroll_config(parse(["enroll", "x.jpg", "-o", "x.fcmask"])).pgd.visibility_weight == 0
+    pinned = _enroll_config(parse(["enroll", "x.jpg", "-o", "x.fcmask", "--strength", "subtle", "--visibility-weight", "1"]))
+    assert pinned.pgd.visibility_weight == 1
+
+    limits = OptionLimits(models=("sface", "ms1m", "faceplugin"))
+    (remote,) = configs_from_options(pb.EnrollOptions(budget_preset=pb.BUDGET_PRESET_SUBTLE), EnrollConfig(), limits)
+    assert remote.pgd.visibility_weight == subtle.visibility_weight and remote.budget == local.budget
+    (override,) = configs_from_options(pb.EnrollOptions(budget_preset=pb.BUDGET_PRESET_SUBTLE, visibility_weight=0.5),
+                                       EnrollConfig(), limits)
+    assert override.pgd.visibility_weight == 0.5
+    (standard,) = configs_from_options(pb.EnrollOptions(budget_preset=pb.BUDGET_PRESET_STANDARD), EnrollConfig(), limits)
+    assert standard.pgd.visibility_weight == 0
+    (trip,) = configs_from_options(options_from_config(local), EnrollConfig(), limits)
+    assert trip.pgd == local.pgd and trip.budget == local.budget
 
 
 @pytest.mark.slow  # exports a step graph (about a minute on 2 cores)
