@@ -56,19 +56,16 @@ def _grey_levels(value: str) -> float:
 
 
 def _enroll_config(args: argparse.Namespace):
-    from .enroll import EnrollConfig
+    from .enroll import EnrollConfig, with_strength
     from .optimise.config import with_given
     from .optimise.perceptual import PerceptualBudget
 
-    base = EnrollConfig()
-    preset = STRENGTHS[args.strength]
-    preset_eps, preset_focus = preset.eps / 255, preset.eps_focus / 255
-    eps = preset_eps if args.eps is None else args.eps
-    eps_focus = preset_focus if args.eps_focus is None else args.eps_focus
+    base = with_strength(EnrollConfig(), STRENGTHS[args.strength])
+    eps = base.budget.eps if args.eps is None else args.eps
+    eps_focus = base.budget.eps_focus if args.eps_focus is None else args.eps_focus
     budget = replace(base.budget, eps=eps, eps_focus=max(eps, eps_focus))
     pgd = with_given(base.pgd, iterations=args.iterations, diversity_rotation=args.eot_rotation, upload_jpeg=args.eot_jpeg,
-                     skip_gradient=args.skip_gradient,
-                     visibility_weight=preset.visibility_weight if args.visibility_weight is None else args.visibility_weight)
+                     skip_gradient=args.skip_gradient, visibility_weight=args.visibility_weight)
     surrogates = tuple(s for s in args.surrogates.split(",") if s)
     perceptual = PerceptualBudget(eps=budget.eps_focus) if args.perceptual else None
     return replace(base, surrogates=surrogates, views=args.views, seed=args.seed, budget=budget, pgd=pgd, perceptual=perceptual,

@@ -6,7 +6,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -20,7 +20,7 @@ from .mask.maskset import MAX_MEMBERS
 from .models import get_card
 from .optimise import Anchors, Budget, BudgetConfig, PGDConfig, run_pgd
 from .optimise.backend import OptimiseBackend
-from .presets import DEFAULT_SURROGATES
+from .presets import DEFAULT_SURROGATES, Strength
 from .optimise.budget import border_taper
 from .optimise.perceptual import PerceptualBudget, allowed_amplitude, clip_to_allowed, face_support
 from .views import AugmentViews, ViewGenerator, ViewRequest
@@ -64,6 +64,12 @@ class EnrollConfig:
         if self.perceptual is not None:
             self.perceptual.validate()
         self.pgd.validate()
+
+
+def with_strength(config: EnrollConfig, strength: Strength) -> EnrollConfig:
+    """``config`` with a strength preset's budget and visibility penalty (presets.STRENGTHS)."""
+    budget = replace(config.budget, eps=strength.eps / 255, eps_focus=strength.eps_focus / 255)
+    return replace(config, budget=budget, pgd=replace(config.pgd, visibility_weight=strength.visibility_weight))
 
 
 @dataclass(frozen=True)

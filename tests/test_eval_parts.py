@@ -172,8 +172,10 @@ def test_report_draws_budget_and_jpeg_plots(tmp_path):
     }
     save_examples([("clean", np.zeros((50, 40, 3), np.uint8)), ("ours", np.full((50, 40, 3), 255, np.uint8))], tmp_path / "examples.png")
     face = np.random.default_rng(0).integers(60, 200, (48, 40, 3), dtype=np.uint8)
-    save_visibility_grid([("A", face, np.clip(face.astype(int) + 30, 0, 255).astype(np.uint8)), ("B", face, face)],
-                         tmp_path / "visibility_grid.png")
+    brighter = np.clip(face.astype(int) + 30, 0, 255).astype(np.uint8)
+    save_visibility_grid([("A", face, {"cloaked": brighter}), ("B", face, {"cloaked": face})], tmp_path / "visibility_grid.png")
+    save_visibility_grid([("A", face, {"x": brighter, "y": face})], tmp_path / "two.png")  # one column pair per cloak
+    assert Image.open(tmp_path / "two.png").size[0] > 1.5 * Image.open(tmp_path / "visibility_grid.png").size[0]
     text = write_report(results, tmp_path).read_text()
     for png in ("psr_vs_budget.png", "psr_vs_jpeg.png", "psr_vs_flip.png", "examples.png", "visibility_grid.png"):
         assert f"]({png})" in text

@@ -168,7 +168,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     first = cfg.surrogates[0] if cfg.surrogates else ensemble_label(cfg.ensembles[0])
     detector = FaceDetector()
 
-    grid: list[tuple[str, np.ndarray, np.ndarray]] = []
+    grid: list[tuple[str, np.ndarray, dict[str, np.ndarray]]] = []
 
     def examples(index: int, record: dict, variants: list) -> None:
         picks = {v.method: v.photos[0] for v in variants if v.scale == 1.0 and v.surrogate in (first, "-")}
@@ -183,7 +183,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             region = face_region(box, picks["clean"].shape)
             if region is not None:
                 x0, y0, x1, y1 = region
-                grid.append((record["person"], picks["clean"][y0:y1, x0:x1], picks["ours"][y0:y1, x0:x1]))
+                grid.append((record["person"], picks["clean"][y0:y1, x0:x1], {"cloaked": picks["ours"][y0:y1, x0:x1]}))
                 save_visibility_grid(grid, out / "visibility_grid.png")
 
     def log(msg: str) -> None:

@@ -391,19 +391,24 @@ def save_examples(tiles: Sequence[tuple[str, np.ndarray]], path: Path, side: int
     plt.close(fig)
 
 
-def save_visibility_grid(faces: Sequence[tuple[str, np.ndarray, np.ndarray]], path: Path, zoom: int = 2) -> None:
-    """One row per person: clean face | cloaked face | FLIP error map (magma, 0..1), each at the photo's own
-    resolution enlarged ``zoom`` x with nearest-neighbour pixels (no smoothing hides or adds speckle)."""
+def save_visibility_grid(faces: Sequence[tuple[str, np.ndarray, dict[str, np.ndarray]]], path: Path, zoom: int = 2) -> None:
+    """One row per person: clean face, then per cloak (``{label: cloaked face}``) the cloaked face and its FLIP
+    error map (magma, 0..1), each at the photo's own resolution enlarged ``zoom`` x with nearest-neighbour
+    pixels (no smoothing hides or adds speckle)."""
     from ..apply import flip_error_map
 
     plt = _pyplot()
     dpi = 100  # the figure is sized so that one enlarged pixel is ``zoom`` pixels of the PNG (room for titles)
     side_w = max(c.shape[1] for _, c, _ in faces) * zoom + 20
     side_h = max(c.shape[0] for _, c, _ in faces) * zoom + 30
-    fig, axes = plt.subplots(len(faces), 3, figsize=(3 * side_w / dpi, len(faces) * side_h / dpi), dpi=dpi, squeeze=False)
-    for row, (name, clean, cloaked) in zip(axes, faces):
-        error = flip_error_map(clean, cloaked)
-        tiles = (("clean", clean), ("cloaked", cloaked), (f"FLIP mean {error.mean():.3f}, >0.2: {np.mean(error > 0.2):.0%}", error))
+    columns = 1 + 2 * max(len(cloaks) for _, _, cloaks in faces)
+    fig, axes = plt.subplots(len(faces), columns, figsize=(columns * side_w / dpi, len(faces) * side_h / dpi), dpi=dpi,
+                             squeeze=False)
+    for row, (name, clean, cloaks) in zip(axes, faces):
+        tiles = [("clean", clean)]
+        for label, cloaked in cloaks.items():
+            error = flip_error_map(clean, cloaked)
+            tiles += [(label, cloaked), (f"FLIP mean {error.mean():.3f}, >0.2: {np.mean(error > 0.2):.0%}", error)]
         for ax, (label, img) in zip(row, tiles):
             big = np.repeat(np.repeat(img, zoom, axis=0), zoom, axis=1)
             ax.imshow(big, cmap="magma", vmin=0.0, vmax=1.0, interpolation="nearest") if img.ndim == 2 else ax.imshow(big, interpolation="nearest")
