@@ -20,7 +20,7 @@ import onnxruntime as ort
 import torch
 
 from facecloak.engines.runtimes import default_build_dir
-from facecloak.export.step_graph import STEP_OUTPUTS, StepSpec, export_step, step_function
+from facecloak.export.step_graph import DRAW_INPUTS, STEP_OUTPUTS, StepSpec, export_step, step_function
 from facecloak.export.verify import compare_step, float64_reference, real_step_inputs
 from facecloak.optimise import PGDConfig
 
@@ -56,7 +56,7 @@ def bench_set(models: tuple[str, ...], views: int, out: Path, repeats: int, thre
         unrolled = out / f"{spec.name}_k{unroll}.onnx"
         export_step(spec, unrolled, unroll=unroll)
         session = _session(unrolled, LEVELS["all"], threads)
-        k_feeds = {**feeds, **{name: np.stack([feeds[name]] * unroll) for name in ("theta", "resample", "angle")}}
+        k_feeds = {**feeds, **{name: np.stack([feeds[name]] * unroll) for name in DRAW_INPUTS}}
         runners[f"ORT CPU ({unroll} steps unrolled)"] = (lambda: session.run(None, k_feeds), unroll)
     print(f"[{'+'.join(models)}] ready in {time.perf_counter() - start:.1f} s; {views} views at 112 px, {threads} threads")
     for fn, _ in runners.values():  # warm-up: allocator, kernel selection, lazy init

@@ -25,7 +25,7 @@ from .errors import BadOptionError
 from .faces import FaceDetector
 from .models import get_card
 from .optimise import PGDConfig
-from .optimise.loop import StepInputs
+from .optimise.loop import DiversityDraw, StepInputs
 from .optimise.backend import OptimiseBackend
 from .views import AugmentViews, ViewGenerator
 from .views.arc2face_select import choose_view_backend
@@ -94,7 +94,7 @@ def aot_folder(spec: EnrollerSpec) -> Path:
     from facecloak.engines.manifest import sha256_file  # noqa: PLC0415
 
     key = {"models": {m: sha256_file(asset(get_card(m).file)) for m in spec.surrogates}, "order": list(spec.surrogates),
-           "step_inputs": [f.name for f in fields(StepInputs)], "views": spec.views, "size": spec.size, "pgd": spec.pgd.baked(), "facecloak": __version__,
+           "step_inputs": [f.name for f in fields(StepInputs) + fields(DiversityDraw)], "views": spec.views, "size": spec.size, "pgd": spec.pgd.baked(), "facecloak": __version__,
            "torch": torch.__version__, "cpu": cpu_fingerprint()}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     return cache_dir() / "aot" / f"{'-'.join(spec.surrogates)}_v{spec.views}_s{spec.size}_{digest}"

@@ -49,7 +49,8 @@ class GraphStepper:
                         "delta": state.delta, "alpha": state.alpha, "velocity": state.velocity,
                         "theta": np.ascontiguousarray(draw.theta, np.float32),
                         "resample": self.runtime.resample(size, draw.down_size),
-                        "angle": np.ascontiguousarray(draw.angle, np.float32)})
+                        "angle": np.ascontiguousarray(draw.angle, np.float32),
+                        "spectrum": np.ascontiguousarray(draw.spectrum, np.float32)})
         return LoopState(out["new_delta"], out["new_alpha"], out["new_velocity"]), float(out["loss"])
 
 

@@ -29,7 +29,9 @@ from facecloak.optimise.torch_step import StepState, SurrogateTarget, pgd_step
 
 from .decompositions import export_decompositions, resampling_matrix
 
-STATE_INPUTS = ("delta", "alpha", "velocity", "views", "bound", "steps", "view_bound", "theta", "resample", "angle")
+STATE_INPUTS = ("delta", "alpha", "velocity", "views", "bound", "steps", "view_bound", "theta", "resample", "angle",
+                "spectrum")
+DRAW_INPUTS = ("theta", "resample", "angle", "spectrum")  # the per-step random part: a leading K when unrolled
 STEP_OUTPUTS = ("new_delta", "new_alpha", "new_velocity", "loss")
 ANCHOR_KINDS = ("near", "far", "user")
 
@@ -98,11 +100,11 @@ def step_function(spec: StepSpec, embedders: dict[str, torch.nn.Module] | None =
     def resampled(embed: torch.nn.Module, matrix: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
         return lambda batch: embed(matrix @ batch @ matrix.T)
 
-    def step(delta, alpha, velocity, views, bound, steps, view_bound, theta, resample, angle, *anchors):  # noqa: ANN001 - traced positionally
+    def step(delta, alpha, velocity, views, bound, steps, view_bound, theta, resample, angle, spectrum, *anchors):  # noqa: ANN001 - traced positionally
         targets = [SurrogateTarget(resampled(embedders[name], resample), *anchors[3 * i : 3 * i + 3])
                    for i, name in enumerate(spec.models)]
         state, loss = pgd_step(StepState(delta, alpha, velocity), views, bound, steps, view_bound, targets, spec.pgd,
-                               theta, views.shape[-1], angle)
+                               theta, views.shape[-1], angle, spectrum)
         return state.delta, state.alpha, state.velocity, loss
 
     return step
@@ -113,7 +115,7 @@ def example_inputs(spec: StepSpec, seed: int = 0) -> tuple[torch.Tensor, ...]:
     gen = torch.Generator().manual_seed(seed)
     n, s = spec.views, spec.size
     bound = torch.full((3, s, s), 6 / 255)
-    draw = draw_diversity(np.random.default_rng(seed), n, s, PGDConfig(diversity_prob=1.0, diversity_rotation=10))
+    draw = draw_diversity(np.random.default_rng(seed), n, s, PGDConfig(diversity_prob=1.0, diversity_rotation=10, spectrum_rho=0.5))
     state = ((torch.rand(3, s, s, generator=gen) * 2 - 1) * bound, torch.ones(s, s), torch.zeros(3, s, s))
     anchors = []
     for name in spec.models:
@@ -122,18 +124,19 @@ def example_inputs(spec: StepSpec, seed: int = 0) -> tuple[torch.Tensor, ...]:
     steps = torch.full((3, s, s), spec.pgd.step)
     view_bound = torch.rand(n, 1, s, s, generator=gen) * (8 / 255)  # below the bound: the per-view clip is traced live
     return (*state, torch.rand(n, 3, s, s, generator=gen), bound, steps, view_bound, torch.from_numpy(draw.theta), resample_matrix(s, draw.down_size),
-            torch.from_numpy(draw.angle), *anchors)
+            torch.from_numpy(draw.angle), torch.from_numpy(draw.spectrum), *anchors)
 
 
 def unrolled_step_function(spec: StepSpec, k: int) -> Callable[..., tuple[torch.Tensor, ...]]:
-    """``k`` chained steps in one function: ``theta`` (K, N, 2, 3), ``resample`` (K, S, S), ``angle`` (K, N); losses (K,)."""
+    """``k`` chained steps in one function: each draw input gains a leading K (``theta`` (K, N, 2, 3), ``resample``
+    (K, S, S), ``angle`` (K, N), ``spectrum`` (K, N, 2, 3, S, S)); losses (K,)."""
     step = step_function(spec)
 
-    def unrolled(delta, alpha, velocity, views, bound, steps, view_bound, theta, resample, angle, *anchors):  # noqa: ANN001
+    def unrolled(delta, alpha, velocity, views, bound, steps, view_bound, theta, resample, angle, spectrum, *anchors):  # noqa: ANN001
         losses = []
         for i in range(k):
             delta, alpha, velocity, loss = step(delta, alpha, velocity, views, bound, steps, view_bound, theta[i], resample[i],
-                                                angle[i], *anchors)
+                                                angle[i], spectrum[i], *anchors)
             losses.append(loss)
         return delta, alpha, velocity, torch.stack(losses)
 
@@ -142,7 +145,7 @@ def unrolled_step_function(spec: StepSpec, k: int) -> Callable[..., tuple[torch.
 
 def unrolled_inputs(spec: StepSpec, k: int) -> tuple[torch.Tensor, ...]:
     inputs = list(example_inputs(spec))
-    for name in ("theta", "resample", "angle"):
+    for name in DRAW_INPUTS:
         at = STATE_INPUTS.index(name)
         inputs[at] = inputs[at].expand(k, *inputs[at].shape).contiguous()
     return tuple(inputs)

@@ -216,17 +216,18 @@ def test_transfer_options_reach_our_enrollment_and_the_report():
     from facecloak.evaluate.report import transfer_label
     from facecloak.optimise import PGDConfig
 
-    args = ["eval", "--quick", "--eot-rotation", "10", "--eot-jpeg", "75", "--skip-gradient", "0.5", "--visibility-weight", "2"]
+    args = ["eval", "--quick", "--eot-rotation", "10", "--eot-jpeg", "75", "--skip-gradient", "0.5", "--visibility-weight", "2",
+            "--eot-spectrum", "0.5"]
     cfg = config_from_args(build_parser().parse_args(args))
-    plain = replace(cfg, eot_rotation=None, eot_jpeg=None, skip_gradient=None, visibility_weight=None)
+    plain = replace(cfg, eot_rotation=None, eot_jpeg=None, skip_gradient=None, visibility_weight=None, eot_spectrum=None)
     assert cfg.fingerprint() != plain.fingerprint()
     assert plain.fingerprint() == config_from_args(build_parser().parse_args(["eval", "--quick"])).fingerprint()
     pgd = Harness.enroll_config(SimpleNamespace(cfg=cfg), ("sface",), 0).pgd
-    assert (pgd.diversity_rotation, pgd.upload_jpeg, pgd.skip_gradient, pgd.visibility_weight) == (10, 75, 0.5, 2)
+    assert (pgd.diversity_rotation, pgd.upload_jpeg, pgd.skip_gradient, pgd.visibility_weight, pgd.spectrum_rho) == (10, 75, 0.5, 2, 0.5)
     default, core = Harness.enroll_config(SimpleNamespace(cfg=plain), ("sface",), 0).pgd, PGDConfig()
     assert (default.diversity_rotation, default.upload_jpeg, default.skip_gradient, default.visibility_weight) == (
         core.diversity_rotation, core.upload_jpeg, core.skip_gradient, core.visibility_weight)
     label = transfer_label(asdict(cfg))
     assert "10 degrees" in label and "quality 75" in label and "skip gradient 0.5" in label
-    assert "visibility penalty weight 2" in label
+    assert "visibility penalty weight 2" in label and "spectrum simulation rho 0.5" in label
     assert transfer_label(asdict(plain)) == ""

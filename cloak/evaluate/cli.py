@@ -77,6 +77,9 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
                    help="our method rotates every view by up to DEG degrees per step (PGDConfig.diversity_rotation)")
     p.add_argument("--eot-jpeg", type=int, metavar="Q",
                    help="our method sends every view through a differentiable JPEG at quality Q (PGDConfig.upload_jpeg; 0 = off)")
+    p.add_argument("--eot-spectrum", type=float, metavar="RHO",
+                   help="our method simulates spectra: DCT gains in 1 +- RHO and pixel noise per view and step "
+                   "(SSA; PGDConfig.spectrum_rho; 0 = off)")
     p.add_argument("--skip-gradient", type=float, metavar="GAMMA",
                    help="our method scales the gradient through residual branches by GAMMA (SGM; PGDConfig.skip_gradient)")
     p.add_argument("--visibility-weight", type=float, metavar="W",

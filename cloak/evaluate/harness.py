@@ -126,7 +126,8 @@ class Harness:
             views=self.cfg.views or base.views,
             pgd=with_given(base.pgd, iterations=self.cfg.iterations or None, balance_surrogates=self.cfg.balance,
                            diversity_rotation=self.cfg.eot_rotation, upload_jpeg=self.cfg.eot_jpeg,
-                           skip_gradient=self.cfg.skip_gradient, visibility_weight=self.cfg.visibility_weight),
+                           skip_gradient=self.cfg.skip_gradient, visibility_weight=self.cfg.visibility_weight,
+                           spectrum_rho=self.cfg.eot_spectrum),
             members=self.cfg.mask_set,
         )
 

@@ -8,7 +8,7 @@ from ..errors import BadOptionError
 
 # The constants an exported step graph bakes in; a loop run with other values needs another graph.
 BAKED_FIELDS = ("momentum", "attention", "attention_lr", "self_weight", "grad_sigma", "balance_surrogates", "chroma_ratio",
-                "diversity_rotation", "upload_jpeg", "skip_gradient", "visibility_weight")
+                "diversity_rotation", "upload_jpeg", "skip_gradient", "visibility_weight", "spectrum_rho")
 MIN_DOWN_SIZE = 8  # the diversity down-sampling never goes below 8 px
 
 
@@ -36,6 +36,11 @@ class PGDConfig:
     # scaled by this factor (models.onnx_torch.residual_gradient); forward values are unchanged.
     # 1.0 = plain autograd. Models without residual blocks (SFace) are unaffected.
     skip_gradient: float = 1.0
+    # Spectrum simulation (issue 12, SSA): each view gets Gaussian pixel noise of ``spectrum_sigma`` and
+    # random gains in [1 - rho, 1 + rho] on its DCT coefficients (optimise.transforms.spectrum_simulate)
+    # before the surrogates see it, a new draw per step. 0 = off.
+    spectrum_rho: float = 0.0
+    spectrum_sigma: float = 8 / 255
     random_start: bool = True
     # Step in proportion to each pixel's budget (step at eps pixels, step * eps_A/eps at focus pixels):
     # with the paper's 10 iterations a flat 2/255 step can never reach a 32/255 budget.
@@ -70,6 +75,10 @@ class PGDConfig:
             raise BadOptionError(f"upload_jpeg must be 0 (off) or a JPEG quality 1..100, got {self.upload_jpeg}")
         if not 0 < self.skip_gradient <= 1:
             raise BadOptionError(f"skip_gradient must be in (0, 1], got {self.skip_gradient}")
+        if not 0 <= self.spectrum_rho <= 1:
+            raise BadOptionError(f"spectrum_rho must be in [0, 1], got {self.spectrum_rho}")
+        if not 0 <= self.spectrum_sigma <= 1:
+            raise BadOptionError(f"spectrum_sigma must be in [0, 1], got {self.spectrum_sigma}")
         if not 0 <= self.visibility_weight <= 100:
             raise BadOptionError(f"visibility_weight must be in [0, 100], got {self.visibility_weight}")
         if not 0 <= self.chroma_ratio <= 1:

@@ -39,6 +39,9 @@ class DiversityDraw:
     theta: np.ndarray  # (N, 2, 3) float32 affine_grid matrices: scale + shift only
     down_size: int  # side to down-sample to and back; == S means none
     angle: np.ndarray  # (N,) float32 in-plane rotation in radians (zeros unless PGDConfig.diversity_rotation)
+    # (N, 2, 3, S, S) float32 DCT gains and pixel noise of spectrum simulation (ones and zeros unless
+    # PGDConfig.spectrum_rho)
+    spectrum: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,13 @@ def draw_diversity(rng: np.random.Generator, n: int, size: int, cfg: PGDConfig) 
     angle = np.zeros(n, np.float32)
     if cfg.diversity_rotation:  # drawn only when on, so runs without rotation keep their random stream
         angle = ((rng.random(n) * 2 - 1) * np.deg2rad(cfg.diversity_rotation) * active).astype(np.float32)
-    return DiversityDraw(theta, min(size, max(MIN_DOWN_SIZE, int(round(size * factor)))), angle)
+    spectrum = np.zeros((n, 2, 3, size, size), np.float32)
+    spectrum[:, 0] = 1
+    if cfg.spectrum_rho:  # drawn last and only when on, so runs without it keep their random stream
+        on = active[:, None, None, None]
+        spectrum[:, 0] += (rng.random((n, 3, size, size), np.float32) * 2 - 1) * cfg.spectrum_rho * on
+        spectrum[:, 1] = rng.standard_normal((n, 3, size, size), np.float32) * cfg.spectrum_sigma * on
+    return DiversityDraw(theta, min(size, max(MIN_DOWN_SIZE, int(round(size * factor)))), angle, spectrum)
 
 
 def step_sizes(budget: Budget, cfg: PGDConfig) -> np.ndarray:

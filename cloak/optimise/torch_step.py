@@ -13,7 +13,7 @@ from ..models.onnx_torch import residual_gradient
 from .config import PGDConfig
 from .loop import Anchors, DiversityDraw, LoopState, StepInputs
 from .csf import visible_energy_gradient
-from .transforms import gaussian_blur, jpeg_approx, rotate
+from .transforms import gaussian_blur, jpeg_approx, rotate, spectrum_simulate
 
 
 @dataclass
@@ -42,9 +42,10 @@ def cloak_loss(emb: torch.Tensor, target: SurrogateTarget, self_weight: float) -
 
 
 def diversify(x: torch.Tensor, theta: torch.Tensor, down_size: int, angle: torch.Tensor | None = None,
-              upload_jpeg: int = 0) -> torch.Tensor:
+              upload_jpeg: int = 0, spectrum: torch.Tensor | None = None) -> torch.Tensor:
     """Rotate (N, 3, S, S) views by ``angle`` (if given), warp by ``theta``, JPEG round-trip at
-    ``upload_jpeg`` (if not 0), then down/up-sample through ``down_size``. Differentiable.
+    ``upload_jpeg`` (if not 0), simulate a spectrum (if given), then down/up-sample through ``down_size``.
+    Differentiable.
 
     The down/up-sampling comes last because the exported step graph applies it as a matrix in front of
     each embedder (``export.step_graph``); the order is one model of the upload either way.
@@ -56,6 +57,8 @@ def diversify(x: torch.Tensor, theta: torch.Tensor, down_size: int, angle: torch
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     if upload_jpeg:
         x = jpeg_approx(x, upload_jpeg)
+    if spectrum is not None:
+        x = spectrum_simulate(x, spectrum)
     if down_size < size:
         x = F.interpolate(x, size=down_size, mode="bilinear", antialias=True, align_corners=False)
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
@@ -98,20 +101,24 @@ def colour_project(x: torch.Tensor, bound: torch.Tensor, chroma_ratio: float) ->
 def pgd_step(
     state: StepState, views: torch.Tensor, bound: torch.Tensor, steps: torch.Tensor, view_bound: torch.Tensor,
     targets: Sequence[SurrogateTarget], cfg: PGDConfig, theta: torch.Tensor, down_size: int,
-    angle: torch.Tensor | None = None,
+    angle: torch.Tensor | None = None, spectrum: torch.Tensor | None = None,
 ) -> tuple[StepState, torch.Tensor]:
     """One PGD iteration over all views at once: loss, input gradient, attention update, projection.
 
     ``steps`` is the per-pixel step size; ``view_bound`` (N, 1, S, S) what each view lets through of
-    the delta (its perceptual budget); ``theta``, ``down_size`` and ``angle`` (N,) the step's diversity
-    draw (``angle`` is read only if ``cfg.diversity_rotation``). Pure: returns the new state and the loss.
+    the delta (its perceptual budget); ``theta``, ``down_size``, ``angle`` (N,) and ``spectrum``
+    (N, 2, 3, S, S) the step's diversity draw (``angle`` is read only if ``cfg.diversity_rotation``,
+    ``spectrum`` only if ``cfg.spectrum_rho``). Pure: returns the new state and the loss.
     """
     if cfg.diversity_rotation and angle is None:
         raise ValueError("PGDConfig.diversity_rotation needs the draw's angles")
+    if cfg.spectrum_rho and spectrum is None:
+        raise ValueError("PGDConfig.spectrum_rho needs the draw's spectrum")
     delta = state.delta.detach().requires_grad_(True)
     alpha = state.alpha.detach().requires_grad_(cfg.attention)
     cloaked = (views + clip_to_budget(clip_to_budget(delta * alpha, bound), view_bound)).clamp(0, 1)
-    batch = diversify(cloaked, theta, down_size, angle if cfg.diversity_rotation else None, cfg.upload_jpeg)
+    batch = diversify(cloaked, theta, down_size, angle if cfg.diversity_rotation else None, cfg.upload_jpeg,
+                      spectrum if cfg.spectrum_rho else None)
     with residual_gradient(cfg.skip_gradient):  # only the backward differs (SGM)
         losses = [cloak_loss(t.embed(batch), t, cfg.self_weight) for t in targets]
     loss = sum(losses) / len(targets)
@@ -150,5 +157,5 @@ class TorchStepper:
         t = torch.from_numpy
         new, loss = pgd_step(StepState(t(state.delta), t(state.alpha), t(state.velocity)), t(fixed.views),
                              t(fixed.bound), t(fixed.steps), t(fixed.view_bound), self.targets, self.cfg, t(draw.theta), draw.down_size,
-                             t(draw.angle))
+                             t(draw.angle), t(draw.spectrum))
         return LoopState(new.delta.numpy(), new.alpha.numpy(), new.velocity.numpy()), float(loss)

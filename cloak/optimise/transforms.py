@@ -9,6 +9,9 @@ forward ops too and the exported step graph (ONNX, TensorRT, AOTInductor) carrie
 - ``jpeg_approx``: a JPEG round trip (4:2:0 chroma, 8x8 DCT, the IJG quality-scaled tables) with a
   rounding whose gradient is not zero (``round(v) + (v - round(v))^3``, Shin & Song 2017): every
   upload is JPEG-compressed, and the quantiser removes exactly the fine detail a cloak likes.
+- ``spectrum_simulate``: spectrum simulation (SSA, Long et al. 2022): Gaussian noise in the pixels, then
+  random gains on every coefficient of the whole-view DCT. Models trained on other data lean on other
+  frequency bands; a gradient averaged over random spectra leans less on the surrogates' own.
 """
 
 from __future__ import annotations
@@ -78,6 +81,13 @@ def dct_matrix(n: int = BLOCK) -> torch.Tensor:
     d = torch.cos(math.pi * (2 * k[None, :] + 1) * k[:, None] / (2 * n)) * math.sqrt(2 / n)
     d[0] /= math.sqrt(2)
     return d.float()
+
+
+def spectrum_simulate(x: torch.Tensor, spectrum: torch.Tensor) -> torch.Tensor:
+    """``IDCT(DCT(x + noise) * gains)`` per (N, C, S, S) view; ``spectrum`` (N, 2, C, S, S) holds the gains
+    (index 0) and the pixel noise (index 1). Gains of 1 and zero noise give ``x`` up to rounding."""
+    dct = dct_matrix(x.shape[-1]).to(x.dtype)
+    return dct.T @ ((dct @ (x + spectrum[:, 1]) @ dct.T) * spectrum[:, 0]) @ dct
 
 
 def _soft_round(v: torch.Tensor) -> torch.Tensor:
