@@ -14,7 +14,8 @@ Variants (``--variants``, comma-separated; settings within one joined by "+"):
 ``jpeg:Q`` upload EOT (PGDConfig.upload_jpeg); ``sgm:GAMMA`` skip-gradient model augmentation
 (PGDConfig.skip_gradient); ``ssa:RHO`` spectrum simulation (PGDConfig.spectrum_rho); ``balance`` per-surrogate gradient balancing; ``vis:W`` the visibility penalty
 (PGDConfig.visibility_weight, issue 13); ``eps:N`` / ``epsa:N`` the budget in grey levels (base / focus:
-``eps:4+epsa:16`` is the subtle preset).
+``eps:4+epsa:16`` is the subtle preset); ``iters:N`` PGD steps (PGDConfig.iterations); ``views:N`` augmented
+views per step (EnrollConfig.views).
 
     python bench/transfer_ablation.py -o /tmp/ablation --ensemble sface,ms1m,faceplugin --targets facenet,sirius \\
         --variants base,rotate:10,jpeg:75,rotate:10+jpeg:75 --people 8 --probes 4
@@ -47,7 +48,8 @@ def _grey(value: str) -> float:
 SETTINGS = {"rotate": ("eot_rotation", "pgd.diversity_rotation", float), "jpeg": ("eot_jpeg", "pgd.upload_jpeg", int),
             "sgm": ("skip_gradient", "pgd.skip_gradient", float), "balance": ("balance", "pgd.balance_surrogates", bool),
             "vis": ("visibility_weight", "pgd.visibility_weight", float), "ssa": ("eot_spectrum", "pgd.spectrum_rho", float),
-            "eps": ("eps", "budget.eps", _grey), "epsa": ("eps_focus", "budget.eps_focus", _grey)}
+            "eps": ("eps", "budget.eps", _grey), "epsa": ("eps_focus", "budget.eps_focus", _grey),
+            "iters": ("iterations", "pgd.iterations", int), "views": ("views", "views", int)}
 
 
 def variant_settings(spec: str) -> dict[str, tuple[str, object]]:
@@ -58,7 +60,8 @@ def variant_settings(spec: str) -> dict[str, tuple[str, object]]:
         if kind == "base":
             continue
         if kind not in SETTINGS:
-            raise SystemExit(f"unknown variant setting {part!r} (base, rotate:DEG, jpeg:Q, sgm:GAMMA, ssa:RHO, balance, vis:W, eps:N, epsa:N)")
+            raise SystemExit(f"unknown variant setting {part!r} (base, rotate:DEG, jpeg:Q, sgm:GAMMA, ssa:RHO, balance, "
+                             "vis:W, eps:N, epsa:N, iters:N, views:N)")
         field, pgd_field, parse = SETTINGS[kind]
         out[field] = (pgd_field, parse(values[0]) if values else True)
     return out
@@ -83,6 +86,9 @@ def time_variants(variants: list[str], ensemble: tuple[str, ...], repeats: int) 
     for variant in variants:
         config = EnrollConfig(surrogates=ensemble)
         for target, value in variant_settings(variant).values():
+            if "." not in target:  # a field of EnrollConfig itself
+                config = replace(config, **{target: value})
+                continue
             part, field = target.split(".")
             config = replace(config, **{part: replace(getattr(config, part), **{field: value})})
         enroller.enroll(image, config)  # warm-up
