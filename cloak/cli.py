@@ -65,7 +65,8 @@ def _enroll_config(args: argparse.Namespace):
     eps_focus = base.budget.eps_focus if args.eps_focus is None else args.eps_focus
     budget = replace(base.budget, eps=eps, eps_focus=max(eps, eps_focus))
     pgd = with_given(base.pgd, iterations=args.iterations, diversity_rotation=args.eot_rotation, upload_jpeg=args.eot_jpeg,
-                     skip_gradient=args.skip_gradient, visibility_weight=args.visibility_weight, spectrum_rho=args.eot_spectrum)
+                     skip_gradient=args.skip_gradient, visibility_weight=args.visibility_weight, spectrum_rho=args.eot_spectrum,
+                     grad_sigma=args.gradient_blur)
     surrogates = tuple(s for s in args.surrogates.split(",") if s)
     perceptual = PerceptualBudget(eps=budget.eps_focus) if args.perceptual else None
     return replace(base, surrogates=surrogates, views=args.views, seed=args.seed, budget=budget, pgd=pgd, perceptual=perceptual,
@@ -193,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     enroll.add_argument("--eot-spectrum", type=float, metavar="RHO",
                         help="frequency invariance: per step, random gains in 1 +- RHO on every view's DCT spectrum "
                         "plus pixel noise (SSA; 0 = off)")
+    enroll.add_argument("--gradient-blur", type=float, metavar="SIGMA",
+                        help="smooth every step's gradient with a Gaussian of SIGMA px (TI-FGSM; 0 = off)")
     enroll.add_argument("--skip-gradient", type=float, metavar="GAMMA",
                         help="model augmentation: scale the gradient through the surrogates' residual branches by GAMMA "
                         "(SGM; 1 = off)")

@@ -217,17 +217,20 @@ def test_transfer_options_reach_our_enrollment_and_the_report():
     from facecloak.optimise import PGDConfig
 
     args = ["eval", "--quick", "--eot-rotation", "10", "--eot-jpeg", "75", "--skip-gradient", "0.5", "--visibility-weight", "2",
-            "--eot-spectrum", "0.5"]
+            "--eot-spectrum", "0.5", "--gradient-blur", "1.5"]
     cfg = config_from_args(build_parser().parse_args(args))
-    plain = replace(cfg, eot_rotation=None, eot_jpeg=None, skip_gradient=None, visibility_weight=None, eot_spectrum=None)
+    plain = replace(cfg, eot_rotation=None, eot_jpeg=None, skip_gradient=None, visibility_weight=None, eot_spectrum=None,
+                    gradient_blur=None)
     assert cfg.fingerprint() != plain.fingerprint()
     assert plain.fingerprint() == config_from_args(build_parser().parse_args(["eval", "--quick"])).fingerprint()
     pgd = Harness.enroll_config(SimpleNamespace(cfg=cfg), ("sface",), 0).pgd
-    assert (pgd.diversity_rotation, pgd.upload_jpeg, pgd.skip_gradient, pgd.visibility_weight, pgd.spectrum_rho) == (10, 75, 0.5, 2, 0.5)
+    assert (pgd.diversity_rotation, pgd.upload_jpeg, pgd.skip_gradient, pgd.visibility_weight, pgd.spectrum_rho, pgd.grad_sigma) == (
+        10, 75, 0.5, 2, 0.5, 1.5)
     default, core = Harness.enroll_config(SimpleNamespace(cfg=plain), ("sface",), 0).pgd, PGDConfig()
-    assert (default.diversity_rotation, default.upload_jpeg, default.skip_gradient, default.visibility_weight) == (
-        core.diversity_rotation, core.upload_jpeg, core.skip_gradient, core.visibility_weight)
+    assert (default.diversity_rotation, default.upload_jpeg, default.skip_gradient, default.visibility_weight, default.grad_sigma) == (
+        core.diversity_rotation, core.upload_jpeg, core.skip_gradient, core.visibility_weight, core.grad_sigma)
     label = transfer_label(asdict(cfg))
     assert "10 degrees" in label and "quality 75" in label and "skip gradient 0.5" in label
     assert "visibility penalty weight 2" in label and "spectrum simulation rho 0.5" in label
+    assert "gradient blur sigma 1.5 px" in label
     assert transfer_label(asdict(plain)) == ""

@@ -28,7 +28,7 @@ from .test_export_step import VIEWS, assert_one_loop_two_steppers_agree, real_pr
 # Two steps: the spectrum's noise leaves many near-zero gradient components, whose signs float rounding
 # flips (torch and ORT agree on 99.9 % of the first step's pixels, 96 % after two, 87 % after three).
 EOT = PGDConfig(iterations=2, diversity_rotation=10, upload_jpeg=75, spectrum_rho=0.5)
-SGM = PGDConfig(iterations=3, skip_gradient=0.5)
+SGM = PGDConfig(iterations=3, skip_gradient=0.5, grad_sigma=1.0)
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +142,25 @@ def test_step_refuses_spectrum_simulation_without_its_draw() -> None:
                  [], PGDConfig(spectrum_rho=0.5), torch.zeros(1, 2, 3), 16)
 
 
+def test_gradient_blur_steps_along_a_smoother_gradient(face: np.ndarray) -> None:
+    """TI (PGDConfig.grad_sigma): the momentum buffer holds the blurred gradient, with less pixel-to-pixel change."""
+    x = _tensor(face)
+    embed = torch_embedder("sface")
+    with torch.no_grad():
+        user = torch.nn.functional.normalize(embed(x)[0], dim=0)
+    target = SurrogateTarget(embed, -user, user, user)
+    size = x.shape[-1]
+    state = StepState(torch.zeros(3, size, size), torch.ones(size, size), torch.zeros(3, size, size))
+    args = (x, torch.full((3, size, size), 8 / 255), torch.full((3, size, size), 2 / 255), torch.ones(1, 1, size, size), [target])
+
+    def roughness(cfg: PGDConfig) -> float:
+        new, _ = pgd_step(state, *args, cfg, torch.eye(2, 3)[None], size)
+        v = new.velocity
+        return float((v[..., 1:] - v[..., :-1]).abs().mean() / v.abs().mean())
+
+    assert roughness(PGDConfig(grad_sigma=1.5)) < 0.6 * roughness(PGDConfig())  # 0.53 measured
+
+
 def test_skip_gradient_scales_only_the_backward_of_residual_models(face: np.ndarray) -> None:
     x = _tensor(face)
 
@@ -162,9 +181,9 @@ def test_skip_gradient_scales_only_the_backward_of_residual_models(face: np.ndar
 
 
 @pytest.mark.slow  # exports a step graph (about a minute on 2 cores)
-@pytest.mark.parametrize(("model", "pgd"), [("sface", EOT), ("ms1m", SGM)], ids=["rotation+jpeg+spectrum", "skip-gradient"])
+@pytest.mark.parametrize(("model", "pgd"), [("sface", EOT), ("ms1m", SGM)], ids=["rotation+jpeg+spectrum", "skip-gradient+gradient-blur"])
 def test_eot_step_graph_agrees_with_the_torch_step(tmp_path: Path, model: str, pgd: PGDConfig) -> None:
-    """Rotation, the JPEG round trip, spectrum simulation and the skip gradient trace into the exported step:
+    """Rotation, the JPEG round trip, spectrum simulation, the skip gradient and the gradient blur trace into the exported step:
     one loop, two steppers, same result."""
     cfg = ExportConfig(out=tmp_path, models=(model,), views=VIEWS)
     export_surrogates(cfg, log=lambda _: None)

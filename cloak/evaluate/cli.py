@@ -80,6 +80,8 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eot-spectrum", type=float, metavar="RHO",
                    help="our method simulates spectra: DCT gains in 1 +- RHO and pixel noise per view and step "
                    "(SSA; PGDConfig.spectrum_rho; 0 = off)")
+    p.add_argument("--gradient-blur", type=float, metavar="SIGMA",
+                   help="our method smooths every step's gradient with a Gaussian of SIGMA px (TI; PGDConfig.grad_sigma; 0 = off)")
     p.add_argument("--skip-gradient", type=float, metavar="GAMMA",
                    help="our method scales the gradient through residual branches by GAMMA (SGM; PGDConfig.skip_gradient)")
     p.add_argument("--visibility-weight", type=float, metavar="W",

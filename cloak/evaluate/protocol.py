@@ -57,6 +57,7 @@ class EvalConfig:
     skip_gradient: float | None = None  # PGDConfig.skip_gradient of our method (SGM); None: the core's default
     visibility_weight: float | None = None  # PGDConfig.visibility_weight of our method; None: the core's default
     eot_spectrum: float | None = None  # PGDConfig.spectrum_rho of our method (SSA); None: the core's default
+    gradient_blur: float | None = None  # PGDConfig.grad_sigma of our method (TI); None: the core's default
     targets: tuple[str, ...] = ("sface", "facenet")
     methods: tuple[str, ...] = METHODS
     jpeg: tuple[int, ...] = (90, 75, 50)  # first = the headline setting; 0 = no JPEG (lossless upload)
@@ -126,7 +127,8 @@ class EvalConfig:
 
 
 ADDED_LATER = {"ensembles": (), "balance": False, "mask_set": 1, "perceptual": False, "eot_rotation": None, "eot_jpeg": None,
-               "skip_gradient": None, "visibility_weight": None, "eot_spectrum": None}  # fields (and defaults) newer than the first recorded runs
+               "skip_gradient": None, "visibility_weight": None, "eot_spectrum": None,
+               "gradient_blur": None}  # fields (and defaults) newer than the first recorded runs
 
 
 def ensemble_label(members: Sequence[str]) -> str:

@@ -79,6 +79,8 @@ class PGDConfig:
             raise BadOptionError(f"spectrum_rho must be in [0, 1], got {self.spectrum_rho}")
         if not 0 <= self.spectrum_sigma <= 1:
             raise BadOptionError(f"spectrum_sigma must be in [0, 1], got {self.spectrum_sigma}")
+        if not 0 <= self.grad_sigma <= 16:
+            raise BadOptionError(f"grad_sigma must be in [0, 16] px, got {self.grad_sigma}")
         if not 0 <= self.visibility_weight <= 100:
             raise BadOptionError(f"visibility_weight must be in [0, 100], got {self.visibility_weight}")
         if not 0 <= self.chroma_ratio <= 1:
