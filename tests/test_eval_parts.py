@@ -234,3 +234,12 @@ def test_transfer_options_reach_our_enrollment_and_the_report():
     assert "visibility penalty weight 2" in label and "spectrum simulation rho 0.5" in label
     assert "gradient blur sigma 1.5 px" in label
     assert transfer_label(asdict(plain)) == ""
+
+
+def test_recorded_threads_name_what_the_records_were_computed_with():
+    from facecloak.evaluate.runner import recorded_threads
+
+    assert recorded_threads([{"threads": 2}, {"threads": 2}]) == 2
+    assert recorded_threads([{"threads": 1}, {"threads": 2}]) == "1-2"
+    assert recorded_threads([{"threads": 1}, {}]) == "1, unknown"
+    assert recorded_threads([{}]) == "unknown"

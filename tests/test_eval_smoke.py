@@ -97,8 +97,9 @@ def test_report_and_resume(run):
     assert "| ours (full) | facenet | sface | black-box |" in text.split("## Cloaked-gallery attack and linkability")[1]
     assert (out / "psr_vs_jpeg.png").exists() is False  # one JPEG setting: no sweep plot
     seen = []
-    again = run_eval(TINY, out, resume=True, anchors=anchors, on_person=lambda *a: seen.append(a))
+    again = run_eval(TINY, out, resume=True, anchors=anchors, on_person=lambda *a: seen.append(a), threads=2)
     assert seen == [] and again["rows"] == results["rows"]  # nothing recomputed, same figures
+    assert again["environment"]["threads"] == results["environment"]["threads"] == 1  # what the records were made with
     assert len((out / RECORDS).read_text().splitlines()) == 3  # header + 2 people
 
 

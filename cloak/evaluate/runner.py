@@ -107,6 +107,7 @@ def run_eval(cfg: EvalConfig, out_dir: Path, resume: bool = False, log: Log = la
             continue
         t0 = time.perf_counter()
         record, variants = harness.run_person(person)
+        record["threads"] = threads  # a resumed run reports the threads each person was computed with, not its own
         with path.open("a") as fh:  # one line per person: a killed run keeps every finished person
             fh.write(json.dumps(record) + "\n")
         records.append(record)
@@ -117,9 +118,19 @@ def run_eval(cfg: EvalConfig, out_dir: Path, resume: bool = False, log: Log = la
     if shard is not None:
         return None
     results = build_results(cfg, harness, records, time.time() - started)
-    results["environment"].update(threads=threads, commit_at_start=header.get("commit"))
+    results["environment"].update(threads=recorded_threads(records), commit_at_start=header.get("commit"))
     (out_dir / RESULTS).write_text(json.dumps(results, indent=1) + "\n")
     return results
+
+
+def recorded_threads(records: list[dict]) -> int | str:
+    """The CPU threads the records were computed with: one count, or e.g. "1-2" for a run resumed with
+    another count ("unknown" for records written before they kept it)."""
+    counts = sorted({r["threads"] for r in records if "threads" in r})
+    if len(counts) == 1 and all("threads" in r for r in records):
+        return counts[0]
+    parts = ([f"{counts[0]}-{counts[-1]}" if len(counts) > 1 else str(counts[0])] if counts else [])
+    return ", ".join(parts + (["unknown"] if any("threads" not in r for r in records) else []))
 
 
 def build_results(cfg: EvalConfig, harness: Harness, records: list[dict], seconds: float) -> dict:
