@@ -73,6 +73,12 @@ def variant_config(spec: str, base: EvalConfig) -> EvalConfig:
     return replace(base, **{k: v for k, (_, v) in variant_settings(spec).items()})
 
 
+def with_setting(config, path: str, value: object):  # noqa: ANN001, ANN201 - any frozen dataclass
+    """``config`` with the field at dotted ``path`` ("views", "pgd.iterations") replaced by ``value``."""
+    head, _, rest = path.partition(".")
+    return replace(config, **{head: with_setting(getattr(config, head), rest, value) if rest else value})
+
+
 def time_variants(variants: list[str], ensemble: tuple[str, ...], repeats: int) -> None:
     """Median seconds of ``repeats`` whole enrollments per variant (PyTorch eager, one LFW photo), side by side."""
     from facecloak.assemble import EnrollerSpec, build_enroller
@@ -88,11 +94,7 @@ def time_variants(variants: list[str], ensemble: tuple[str, ...], repeats: int) 
     for variant in variants:
         config = EnrollConfig(surrogates=ensemble)
         for target, value in variant_settings(variant).values():
-            if "." not in target:  # a field of EnrollConfig itself
-                config = replace(config, **{target: value})
-                continue
-            part, field = target.split(".")
-            config = replace(config, **{part: replace(getattr(config, part), **{field: value})})
+            config = with_setting(config, target, value)
         enroller.enroll(image, config)  # warm-up
         seconds = []
         for _ in range(repeats):
