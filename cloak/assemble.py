@@ -45,6 +45,7 @@ class EnrollerSpec:
     views: int = 8
     size: int = 112
     pgd: PGDConfig = field(default_factory=PGDConfig)
+    members: int = 0  # the mask-set size of the default request (0: one mask; EnrollConfig.members K > 1: K)
     view_backend: str = "auto"  # auto: arc2face when its weights, extra and a GPU are present, else augment
     arc2face_dir: str | None = None  # default $FACECLOAK_ARC2FACE_DIR
     arc2face_export_dir: str | None = None  # sample Arc2Face with its exported ONNX graphs instead of PyTorch
@@ -94,10 +95,11 @@ def aot_folder(spec: EnrollerSpec) -> Path:
     from facecloak.engines.manifest import sha256_file  # noqa: PLC0415
 
     key = {"models": {m: sha256_file(asset(get_card(m).file)) for m in spec.surrogates}, "order": list(spec.surrogates),
-           "step_inputs": [f.name for f in fields(StepInputs) + fields(DiversityDraw)], "views": spec.views, "size": spec.size, "pgd": spec.pgd.baked(), "facecloak": __version__,
+           "step_inputs": [f.name for f in fields(StepInputs) + fields(DiversityDraw)], "views": spec.views, "size": spec.size, "members": spec.members, "pgd": spec.pgd.baked(), "facecloak": __version__,
            "torch": torch.__version__, "cpu": cpu_fingerprint()}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-    return cache_dir() / "aot" / f"{'-'.join(spec.surrogates)}_v{spec.views}_s{spec.size}_{digest}"
+    set_part = f"_m{spec.members}" if spec.members else ""
+    return cache_dir() / "aot" / f"{'-'.join(spec.surrogates)}_v{spec.views}_s{spec.size}{set_part}_{digest}"
 
 
 def prepare_aot(spec: EnrollerSpec, say: Say) -> Path:
@@ -134,7 +136,7 @@ def compile_aot(spec: EnrollerSpec, out: Path) -> None:
 
     from facecloak.export.pipeline import ExportConfig, export_aot_step, quiet  # noqa: PLC0415 - compiling is an export step
 
-    config = ExportConfig(out=out, models=spec.surrogates, views=spec.views, size=spec.size, verify=False)
+    config = ExportConfig(out=out, models=spec.surrogates, views=spec.views, size=spec.size, members=spec.members, verify=False)
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as child:
         child.submit(export_aot_step, config, spec.pgd, quiet).result()
 
@@ -154,7 +156,7 @@ def build_backend(spec: EnrollerSpec, say: Say = lambda _: None) -> tuple[Optimi
         if kind == "aot-cpu" and engine_dir is None:
             engine_dir = str(prepare_aot(spec, say))
         backend, refusals = open_graph_backend(kind, spec.surrogates, spec.views, spec.pgd, spec.size,
-                                               engine_dir=engine_dir, fallback=torch_backend)
+                                               engine_dir=engine_dir, fallback=torch_backend, members=spec.members)
     except Exception as exc:  # noqa: BLE001 - any failure to prepare or open (no C++ compiler, ...) falls back
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return torch_backend, "torch-cpu", [f"{kind} unavailable, using torch-cpu: {reason}"]

@@ -97,10 +97,9 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         finally:
             bar.close()
     else:
-        # A set's member k steps on views k, k+K, ...: the compiled step is prepared for that batch.
-        step_views = config.views // config.members if config.views % config.members == 0 else config.views
-        spec = EnrollerSpec(backend=args.backend, surrogates=config.surrogates, views=step_views, pgd=config.pgd,
-                            view_backend="augment")
+        # A set's K members step together: the compiled step is prepared for that shape.
+        spec = EnrollerSpec(backend=args.backend, surrogates=config.surrogates, views=config.views, pgd=config.pgd,
+                            members=config.members if config.members > 1 else 0, view_backend="augment")
         assembled = build_enroller(spec, say=_say)
         for note in assembled.notes[1:]:  # fallbacks: why the backend asked for is not the one running
             _say(note)

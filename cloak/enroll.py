@@ -41,15 +41,16 @@ class EnrollConfig:
     # Set: the perceptual budget (optimise.perceptual) replaces the enrollment photo's fixed budget map;
     # each view is optimised under its own bound and the mask carries the rule to every applier.
     perceptual: PerceptualBudget | None = None
-    # Masks in the set (issue 14): member k is optimised on views k, k+K, k+2K, ... towards its own G+
-    # anchors, so K masks cost about one enrollment and cloaked photos land in K different places.
+    # Masks in the set (issue 14): K members stepped together on every view, each towards its own G+,
+    # kept apart by PGDConfig.member_separation, so cloaked photos land in K different places. A step
+    # costs K single-mask steps over the same views.
     members: int = 1
 
     def validate(self) -> None:
         if not 1 <= self.views <= 64:
             raise BadOptionError(f"views must be in 1..64, got {self.views}")
-        if not 1 <= self.members <= min(MAX_MEMBERS, self.views):
-            raise BadOptionError(f"members must be in 1..{MAX_MEMBERS} and at most the views ({self.views}), got {self.members}")
+        if not 1 <= self.members <= MAX_MEMBERS:
+            raise BadOptionError(f"members must be in 1..{MAX_MEMBERS}, got {self.members}")
         if not self.surrogates:
             raise BadOptionError("at least one surrogate model is needed")
         for name in self.surrogates:
@@ -152,16 +153,8 @@ class Enroller:
             member_anchors = choose_member_anchors(gallery, users, config.members)
             budget = enrollment_budget(aligned.crop, aligned.frame_landmarks, views, config)
         report("anchors", 1.0)
-        deltas, losses = [], []
         with _timed(timings, "optimise"):
-            for k, chosen in enumerate(member_anchors):
-                own = slice(k, None, config.members)  # member k's views: k, k+K, ...
-                anchors = {name: Anchors(a.near, a.far, users[name]) for name, a in chosen.items()}
-                step = self.backend.stepper(anchors, len(views[own]), views.shape[-1], config.pgd)
-                done = lambda i, n, loss, k=k: report("optimise", (k + i / n) / config.members)  # noqa: E731
-                result = run_pgd(step, views[own], budget.of_views(own), config.pgd, config.seed + k, progress=done)
-                deltas.append(result.delta)
-                losses += result.losses
+            deltas, losses = optimise_members(self.backend, views, budget, member_anchors, users, config, report)
         with _timed(timings, "self_check"):
             checks = self._self_check(users, held_out, deltas, config.perceptual)
             masks = tuple(Mask(delta=np.ascontiguousarray(d.transpose(1, 2, 0)), frame=frame, models=config.surrogates,
@@ -187,6 +180,27 @@ class Enroller:
             after = float((self.backend.embed(name, cloaked) @ user).mean())
             checks.append(SelfCheck(name, before, after, get_card(name).match_threshold))
         return checks
+
+
+def optimise_members(backend: OptimiseBackend, views: np.ndarray, budget: Budget, member_anchors: list[dict[str, SelectedAnchors]],
+                     users: dict[str, np.ndarray], config: EnrollConfig, report: Progress) -> tuple[list[np.ndarray], list[float]]:
+    """The set's deltas and every iteration's loss: one mask, or K members stepped together on every view.
+
+    A set is one PGD run over K stacked deltas, each towards its own anchors, with the members'
+    separation in the loss (``PGDConfig.member_separation``): members optimised apart converge to one
+    shared direction that links the user's cloaked photos (docs/eval.md, "Mask sets"). Each step costs
+    K single-mask steps over the same views.
+    """
+    members = len(member_anchors)
+    if members == 1:
+        anchors = {name: Anchors(a.near, a.far, users[name]) for name, a in member_anchors[0].items()}
+    else:
+        anchors = {name: Anchors(np.stack([m[name].near for m in member_anchors]), np.stack([m[name].far for m in member_anchors]),
+                                 users[name]) for name in users}
+    step = backend.stepper(anchors, len(views), views.shape[-1], config.pgd)
+    result = run_pgd(step, views, budget, config.pgd, config.seed, progress=lambda i, n, loss: report("optimise", i / n),
+                     members=0 if members == 1 else members)
+    return (list(result.delta) if members > 1 else [result.delta]), result.losses
 
 
 def choose_member_anchors(gallery: AnchorGallery, users: dict[str, np.ndarray], members: int) -> list[dict[str, SelectedAnchors]]:

@@ -1,7 +1,7 @@
 """The enrollment optimise stage on exported engines: ``facecloak.optimise.backend.OptimiseBackend``
 implemented with a runtime from ``engines.runtimes`` (ONNX Runtime or TensorRT; no PyTorch).
 
-A step graph is exported for one surrogate set and one number of views. Requests with another
+A step graph is exported for one surrogate set, one number of views and one mask-set size. Requests with another
 shape use ``fallback`` (the PyTorch backend) when one is given, else they fail with
 ENGINE_MISMATCH naming the export command that would serve them.
 """
@@ -27,8 +27,8 @@ log = logging.getLogger("facecloak.engines")
 RUNTIME_ORDER = ("tensorrt", "ort-cuda", "ort-cpu")
 
 
-def step_key(models: Sequence[str], views: int, size: int, cfg: PGDConfig) -> StepKey:
-    return StepKey(tuple(models), views, size, cfg.baked())
+def step_key(models: Sequence[str], views: int, size: int, cfg: PGDConfig, members: int = 0) -> StepKey:
+    return StepKey(tuple(models), views, size, cfg.baked(), members)
 
 
 class GraphStepper:
@@ -69,13 +69,14 @@ class GraphBackend:
         return self._embedders[model](np.ascontiguousarray(faces, np.float32))  # type: ignore[operator]
 
     def stepper(self, anchors: Mapping[str, Anchors], views: int, size: int, cfg: PGDConfig) -> Stepper:
+        members = next(iter(anchors.values())).members
         try:
-            return GraphStepper(self.runtime, step_key(tuple(anchors), views, size, cfg), anchors)
+            return GraphStepper(self.runtime, step_key(tuple(anchors), views, size, cfg, members), anchors)
         except EngineMismatchError:
             if self.fallback is None:
                 raise
             log.info("no step graph for this request's shape; using the fallback backend",
-                     extra={"views": views, "models": list(anchors)})
+                     extra={"views": views, "models": list(anchors), "members": members})
             return self.fallback.stepper(anchors, views, size, cfg)
 
 
@@ -85,15 +86,15 @@ def runtime_chain(preferred: str) -> list[str]:
 
 
 def open_graph_backend(preferred: str, models: Sequence[str], views: int, cfg: PGDConfig, size: int = 112,
-                       engine_dir: str | Path | None = None,
-                       fallback: OptimiseBackend | None = None) -> tuple[GraphBackend, list[str]]:
+                       engine_dir: str | Path | None = None, fallback: OptimiseBackend | None = None,
+                       members: int = 0) -> tuple[GraphBackend, list[str]]:
     """Open the first runtime from ``preferred`` down that serves ``models``' embedders and their step graph.
 
     Returns the backend and the reasons the more capable runtimes were refused (or why the default
     request shape has no step graph); raises EngineUnavailableError when none opens.
     """
     config = RuntimeConfig(kind=preferred) if engine_dir is None else RuntimeConfig(kind=preferred, engine_dir=Path(engine_dir))
-    key = step_key(models, views, size, cfg)
+    key = step_key(models, views, size, cfg, members)
 
     def warm(runtime: Runtime) -> None:
         for model in models:

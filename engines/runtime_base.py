@@ -66,6 +66,7 @@ class StepKey:
     views: int
     size: int
     pgd: tuple[tuple[str, float], ...]  # (field, value) pairs, see facecloak.optimise.config.BAKED_FIELDS
+    members: int = 0  # K of a mask set stepped together (stacked deltas and anchors), 0 for one mask
 
 
 class Runtime(Protocol):
@@ -111,11 +112,14 @@ class ManifestRuntime:
 
     def step_artefact(self, key: StepKey, kind: str = "step") -> Artefact:
         candidates = [a for a in self.manifest.of_kind(kind) if tuple(a.models) == key.models
-                      and a.attributes.get("views") == key.views and a.attributes.get("size") == key.size]
+                      and a.attributes.get("views") == key.views and a.attributes.get("size") == key.size
+                      and a.attributes.get("members", 0) == key.members]
         if not candidates:
+            members = f" --members {key.members}" if key.members else ""
             raise EngineMismatchError(
-                f"{self.folder} has no {kind} graph for models={','.join(key.models)}, views={key.views}, size={key.size}: "
-                f"run `facecloak-export step --models {','.join(key.models)} --views {key.views} --out {self.folder}`")
+                f"{self.folder} has no {kind} graph for models={','.join(key.models)}, views={key.views}, size={key.size}"
+                f"{f', members={key.members}' if key.members else ''}: "
+                f"run `facecloak-export step --models {','.join(key.models)} --views {key.views}{members} --out {self.folder}`")
         artefact = candidates[0]
         if differ := baked_matches(artefact.attributes.get("pgd", {}), key.pgd):
             raise EngineMismatchError(f"{artefact.name} bakes in other PGD constants ({', '.join(differ)}): "

@@ -32,7 +32,8 @@ ONDEVICE_SUFFIXES = {".onnx", ".tflite", ".mlmodel"}
 def _export_config(args: argparse.Namespace, models: tuple[str, ...] | None = None):  # noqa: ANN202
     from .pipeline import ExportConfig
 
-    return ExportConfig(out=args.out, models=models or args.models, views=args.views, size=args.size, verify=not args.no_verify)
+    return ExportConfig(out=args.out, models=models or args.models, views=args.views, size=args.size, members=args.members,
+                        verify=not args.no_verify)
 
 
 def cmd_surrogates(args: argparse.Namespace) -> int:
@@ -136,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = add(name, func, help_text)
         p.add_argument("--models", type=comma_list, default=DEFAULT_SURROGATES, help="comma list of surrogates")
         p.add_argument("--views", type=int, default=8, help="views per step graph")
+        p.add_argument("--members", type=int, default=0, help="step of a mask set of K stepped together (0: one mask)")
         p.add_argument("--size", type=int, default=112, help="aligned frame side in px")
         p.add_argument("--no-verify", action="store_true", help="skip the comparison with PyTorch")
         if name == "all":

@@ -36,6 +36,7 @@ class ExportConfig:
     models: tuple[str, ...] = DEFAULT_SURROGATES
     views: int = 8
     size: int = 112
+    members: int = 0  # the step of a mask set of K stepped together (StepSpec.members); 0 = one mask
     verify: bool = True
     opset: int = 18  # TensorRT 10 parses up to 20; ORT 1.20+ runs 18
 
@@ -96,12 +97,12 @@ def export_surrogates(cfg: ExportConfig, log: Log = print) -> list[Artefact]:
 
 def export_step_graph(cfg: ExportConfig, pgd: PGDConfig = PGDConfig(), log: Log = print) -> list[Artefact]:
     """The PGD step of the surrogate set ``cfg.models`` plus the resampling table its loop needs."""
-    spec = StepSpec(cfg.models, cfg.views, cfg.size, pgd)
+    spec = StepSpec(cfg.models, cfg.views, cfg.size, pgd, cfg.members)
     path = cfg.out / f"{spec.name}.onnx"
     start = time.perf_counter()
     timings = export_step(spec, path, cfg.opset)
     model = onnx.load(str(path))
-    artefact = _artefact(cfg.out, path, "step", spec.models, model, views=spec.views, size=spec.size,
+    artefact = _artefact(cfg.out, path, "step", spec.models, model, views=spec.views, size=spec.size, members=spec.members,
                          pgd=spec.baked_pgd(), **{k: round(v, 2) for k, v in timings.items()})
     if cfg.verify:
         artefact.verification.update(verify_step(spec, path))
@@ -123,7 +124,7 @@ def export_resample_table(cfg: ExportConfig) -> Artefact:
 
 def export_aot_step(cfg: ExportConfig, pgd: PGDConfig = PGDConfig(), log: Log = print) -> list[Artefact]:
     """The PGD step compiled by AOTInductor for this CPU (``aot-step``), plus the resampling table."""
-    spec = StepSpec(cfg.models, cfg.views, cfg.size, pgd)
+    spec = StepSpec(cfg.models, cfg.views, cfg.size, pgd, cfg.members)
     path = cfg.out / f"{spec.name}.pt2"
     start = time.perf_counter()
     timings = compile_step_aot(spec, path)
@@ -133,7 +134,7 @@ def export_aot_step(cfg: ExportConfig, pgd: PGDConfig = PGDConfig(), log: Log = 
         models={m: sha256_file(f) for m, f in model_hash_inputs(spec.models).items()}, inputs=shapes,
         outputs={name: [] for name in STEP_OUTPUTS},
         attributes={"model_files": {m: get_card(m).file for m in spec.models}, "views": spec.views, "size": spec.size,
-                    "pgd": spec.baked_pgd(), "cpu": cpu_fingerprint(), **{k: round(v, 2) for k, v in timings.items()}},
+                    "members": spec.members, "pgd": spec.baked_pgd(), "cpu": cpu_fingerprint(), **{k: round(v, 2) for k, v in timings.items()}},
     )
     artefact.seconds = round(time.perf_counter() - start, 2)
     log(f"aot step {spec.name}: {path} ({artefact.seconds:.1f} s)")

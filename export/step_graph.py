@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from facecloak.errors import BadOptionError
+from facecloak.mask.maskset import MAX_MEMBERS
 from facecloak.models import get_card, torch_embedder
 from facecloak.optimise import PGDConfig, draw_diversity
 from facecloak.optimise.config import BAKED_FIELDS, MIN_DOWN_SIZE
@@ -44,6 +45,7 @@ class StepSpec:
     views: int = 8
     size: int = 112
     pgd: PGDConfig = field(default_factory=PGDConfig)
+    members: int = 0  # K of a mask set stepped together: delta/velocity (K, 3, S, S), near/far (K, D); 0 = one mask
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -54,10 +56,13 @@ class StepSpec:
             raise BadOptionError(f"views must be in 1..64, got {self.views}")
         if not 16 <= self.size <= 512:
             raise BadOptionError(f"size must be in 16..512, got {self.size}")
+        if not 0 <= self.members <= MAX_MEMBERS:
+            raise BadOptionError(f"members must be in 0..{MAX_MEMBERS} (0: one mask), got {self.members}")
 
     @property
     def name(self) -> str:
-        return f"pgd_step_{'-'.join(self.models)}_v{self.views}_s{self.size}"  # '-': safe in Triton model names and URLs
+        set_part = f"_m{self.members}" if self.members else ""
+        return f"pgd_step_{'-'.join(self.models)}_v{self.views}_s{self.size}{set_part}"  # '-': safe in Triton model names and URLs
 
     def input_names(self) -> list[str]:
         return list(STATE_INPUTS) + anchor_input_names(self.models)
@@ -116,11 +121,12 @@ def example_inputs(spec: StepSpec, seed: int = 0) -> tuple[torch.Tensor, ...]:
     n, s = spec.views, spec.size
     bound = torch.full((3, s, s), 6 / 255)
     draw = draw_diversity(np.random.default_rng(seed), n, s, PGDConfig(diversity_prob=1.0, diversity_rotation=10, spectrum_rho=0.5))
-    state = ((torch.rand(3, s, s, generator=gen) * 2 - 1) * bound, torch.ones(s, s), torch.zeros(3, s, s))
+    per_member = (spec.members,) if spec.members else ()
+    state = ((torch.rand(*per_member, 3, s, s, generator=gen) * 2 - 1) * bound, torch.ones(s, s), torch.zeros(*per_member, 3, s, s))
     anchors = []
     for name in spec.models:
         dim = get_card(name).embedding_dim
-        anchors += [F.normalize(torch.randn(dim, generator=gen), dim=0) for _ in ANCHOR_KINDS]
+        anchors += [F.normalize(torch.randn(*(() if kind == "user" else per_member), dim, generator=gen), dim=-1) for kind in ANCHOR_KINDS]
     steps = torch.full((3, s, s), spec.pgd.step)
     view_bound = torch.rand(n, 1, s, s, generator=gen) * (8 / 255)  # below the bound: the per-view clip is traced live
     return (*state, torch.rand(n, 3, s, s, generator=gen), bound, steps, view_bound, torch.from_numpy(draw.theta), resample_matrix(s, draw.down_size),

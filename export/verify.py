@@ -96,6 +96,8 @@ def real_step_inputs(spec: StepSpec, seed: int = 0) -> tuple[torch.Tensor, ...]:
     for name in spec.models:
         embed = ort_embedder(name)
         near, far = embed(faces.others)
+        if spec.members:  # a set: member k pulls towards one real identity and away from the other, alternating
+            near, far = np.stack([(near, far)[k % 2] for k in range(spec.members)]), np.stack([(far, near)[k % 2] for k in range(spec.members)])
         anchors += [torch.from_numpy(v) for v in (near, far, embed(faces.user)[0])]
     return (*inputs[: len(STATE_INPUTS)], *anchors)
 

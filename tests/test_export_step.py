@@ -66,7 +66,8 @@ def test_step_graph_is_verified_standard_onnx(build: Path) -> None:
 
 def _run(stepper, problem: dict, cfg: PGDConfig = PGD):  # noqa: ANN001
     budget = Budget(problem["budget"].numpy(), 4 / 255)
-    return run_pgd(stepper, problem["views"].numpy(), budget, cfg, seed=7)
+    members = next(iter(problem["anchors"].values())).members
+    return run_pgd(stepper, problem["views"].numpy(), budget, cfg, seed=7, members=members)
 
 
 def assert_one_loop_two_steppers_agree(build: Path, problem: dict, cfg: PGDConfig) -> None:
@@ -84,6 +85,24 @@ def assert_one_loop_two_steppers_agree(build: Path, problem: dict, cfg: PGDConfi
 
 def test_one_loop_two_steppers_agree(build: Path, problem: dict) -> None:
     assert_one_loop_two_steppers_agree(build, problem, PGD)
+
+
+def test_mask_set_step_graph_agrees_with_the_torch_step(tmp_path: Path) -> None:
+    """A set of 3 stepped together (stacked deltas and anchors, the separation term) in one exported graph;
+    the one-mask graph does not serve it."""
+    spec = StepSpec(("sface",), VIEWS, members=3)
+    export_step_graph(ExportConfig(out=tmp_path, models=spec.models, views=VIEWS, members=3, verify=True), PGDConfig(),
+                      log=lambda _: None)
+    problem = real_problem(spec)
+    assert problem["anchors"]["sface"].near.shape == (3, 128)
+    assert_one_loop_two_steppers_agree(tmp_path, problem, PGD)
+    assert load_manifest(tmp_path).artefacts[spec.name].attributes["members"] == 3
+    one_mask = {m: Anchors(a.near[0], a.far[0], a.user) for m, a in problem["anchors"].items()}
+    backend = GraphBackend(open_runtime(RuntimeConfig("ort-cpu", tmp_path)))
+    with pytest.raises(EngineMismatchError, match="member_separation"):  # the weight is baked into the graph
+        backend.stepper(problem["anchors"], VIEWS, 112, PGDConfig(member_separation=1.0))
+    with pytest.raises(EngineMismatchError, match="has no step graph"):
+        backend.stepper(one_mask, VIEWS, 112, PGD)
 
 
 @pytest.mark.slow  # exporting the two-model step graph takes minutes on 2 cores

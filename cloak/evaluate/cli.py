@@ -71,6 +71,8 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
                    help="per-surrogate gradient balancing (PGDConfig.balance_surrogates) in every enrollment")
     p.add_argument("--mask-set", type=int, help="masks per enrollment of our method (EnrollConfig.members, default 1); "
                    "each probe is cloaked by the member `facecloak apply` would pick")
+    p.add_argument("--member-separation", type=float, metavar="W",
+                   help="weight of the set members' mean pairwise cosine in our method's loss (PGDConfig.member_separation)")
     p.add_argument("--perceptual", action="store_true", default=None,
                    help="our method with the perceptual budget (facecloak enroll --perceptual; eps = the row's eps_A)")
     p.add_argument("--eot-rotation", type=float, metavar="DEG",

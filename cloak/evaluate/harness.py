@@ -127,7 +127,8 @@ class Harness:
             pgd=with_given(base.pgd, iterations=self.cfg.iterations or None, balance_surrogates=self.cfg.balance,
                            diversity_rotation=self.cfg.eot_rotation, upload_jpeg=self.cfg.eot_jpeg,
                            skip_gradient=self.cfg.skip_gradient, visibility_weight=self.cfg.visibility_weight,
-                           spectrum_rho=self.cfg.eot_spectrum, grad_sigma=self.cfg.gradient_blur),
+                           spectrum_rho=self.cfg.eot_spectrum, grad_sigma=self.cfg.gradient_blur,
+                           member_separation=self.cfg.member_separation),
             members=self.cfg.mask_set,
         )
 

@@ -8,7 +8,8 @@ from ..errors import BadOptionError
 
 # The constants an exported step graph bakes in; a loop run with other values needs another graph.
 BAKED_FIELDS = ("momentum", "attention", "attention_lr", "self_weight", "grad_sigma", "balance_surrogates", "chroma_ratio",
-                "diversity_rotation", "upload_jpeg", "skip_gradient", "visibility_weight", "spectrum_rho")
+                "diversity_rotation", "upload_jpeg", "skip_gradient", "visibility_weight", "spectrum_rho",
+                "member_separation")
 MIN_DOWN_SIZE = 8  # the diversity down-sampling never goes below 8 px
 
 
@@ -63,6 +64,11 @@ class PGDConfig:
     # unit mean magnitude. Where the surrogates' gradient is weak the delta drifts to what the eye filters
     # out instead of saturating the budget. 0 = off.
     visibility_weight: float = 0.0
+    # Mask sets (issue 14): when K members step together, the loss adds this weight times the mean cosine
+    # similarity between the members' cloaked embeddings of each view, so they push a photo to mutually
+    # distant places rather than along one shared direction that would link the user's cloaked photos.
+    # Read only by a set's joint step; a single mask ignores it.
+    member_separation: float = 3.0
 
     def validate(self) -> None:
         if not 1 <= self.iterations <= 1000:
@@ -83,6 +89,8 @@ class PGDConfig:
             raise BadOptionError(f"grad_sigma must be in [0, 16] px, got {self.grad_sigma}")
         if not 0 <= self.visibility_weight <= 100:
             raise BadOptionError(f"visibility_weight must be in [0, 100], got {self.visibility_weight}")
+        if not 0 <= self.member_separation <= 100:
+            raise BadOptionError(f"member_separation must be in [0, 100], got {self.member_separation}")
         if not 0 <= self.chroma_ratio <= 1:
             raise BadOptionError(f"chroma_ratio must be in [0, 1], got {self.chroma_ratio}")
 

@@ -25,11 +25,19 @@ IterationProgress = Callable[[int, int, float], None]
 
 @dataclass(frozen=True)
 class Anchors:
-    """One surrogate's unit vectors: G+ (near), G- (far) and the user's clean embedding."""
+    """One surrogate's unit vectors: G+ (near), G- (far) and the user's clean embedding.
+
+    For a mask set stepped together, ``near`` and ``far`` are (K, D): row k is member k's.
+    """
 
     near: np.ndarray
     far: np.ndarray
     user: np.ndarray
+
+    @property
+    def members(self) -> int:
+        """K of a set's stacked anchors, 0 for one mask's."""
+        return int(np.shape(self.near)[0]) if np.ndim(self.near) == 2 else 0
 
 
 @dataclass(frozen=True)
@@ -56,9 +64,9 @@ class StepInputs:
 
 @dataclass(frozen=True)
 class LoopState:
-    delta: np.ndarray  # (3, S, S)
+    delta: np.ndarray  # (3, S, S), or (K, 3, S, S) for a mask set
     alpha: np.ndarray  # (S, S) attention
-    velocity: np.ndarray  # (3, S, S) momentum buffer
+    velocity: np.ndarray  # like delta: momentum buffer
 
 
 class Stepper(Protocol):
@@ -69,7 +77,7 @@ class Stepper(Protocol):
 
 @dataclass
 class PGDResult:
-    delta: np.ndarray  # (3, S, S) float32 effective perturbation (attention applied, projected)
+    delta: np.ndarray  # (3, S, S) float32 effective perturbation (attention applied, projected); (K, 3, S, S) for a set
     attention: np.ndarray  # (S, S)
     losses: list[float] = field(default_factory=list)
 
@@ -102,17 +110,18 @@ def step_sizes(budget: Budget, cfg: PGDConfig) -> np.ndarray:
     return (cfg.step * bound / budget.eps if cfg.scale_step_with_budget else np.full_like(bound, cfg.step)).astype(np.float32)
 
 
-def random_start(rng: np.random.Generator, budget: Budget, cfg: PGDConfig) -> np.ndarray:
-    """Random signs at half the base eps (capped by the map).
+def random_start(rng: np.random.Generator, budget: Budget, cfg: PGDConfig, members: int = 0) -> np.ndarray:
+    """Random signs at half the base eps (capped by the map); (K, 3, S, S) for a set of ``members``.
 
     Breaks the symmetry of a zero start (stronger masks) while keeping the values on a coarse grid, so
     the mask stays compressible even when few iterations are run (a uniform start made 3-iteration
     masks 21 KiB).
     """
     bound = budget.bound()
+    shape = (members, *bound.shape) if members else bound.shape
     if not cfg.random_start:
-        return np.zeros_like(bound)
-    signs = rng.integers(0, 2, bound.shape).astype(np.float32) * 2 - 1
+        return np.zeros(shape, np.float32)
+    signs = rng.integers(0, 2, shape).astype(np.float32) * 2 - 1
     return (signs * 0.5 * np.minimum(bound, np.float32(budget.eps))).astype(np.float32)
 
 
@@ -122,8 +131,9 @@ def project(delta: np.ndarray, alpha: np.ndarray, bound: np.ndarray) -> np.ndarr
 
 
 def run_pgd(step: Stepper, views: np.ndarray, budget: Budget, cfg: PGDConfig, seed: int = 0,
-            progress: IterationProgress | None = None) -> PGDResult:
-    """Optimise one delta for all ``views`` (N, 3, S, S) in [0, 1] under ``budget``.
+            progress: IterationProgress | None = None, members: int = 0) -> PGDResult:
+    """Optimise one delta for all ``views`` (N, 3, S, S) in [0, 1] under ``budget``, or with ``members``
+    = K >= 1 a set of K deltas (K, 3, S, S) stepped together (``step`` then takes stacked anchors).
 
     delta_eff = clip(delta * alpha, -budget, budget); view v sees clip(delta_eff, -b_v, b_v) with b_v
     its own bound (``Budget.view_bound``), and the sum is clipped to [0, 1].
@@ -138,7 +148,8 @@ def run_pgd(step: Stepper, views: np.ndarray, budget: Budget, cfg: PGDConfig, se
     n, size = views.shape[0], views.shape[-1]
     rng = np.random.default_rng(seed)
     fixed = StepInputs(views, budget.bound(), step_sizes(budget, cfg), budget.view_bound(n))
-    state = LoopState(random_start(rng, budget, cfg), np.ones((size, size), np.float32), np.zeros((3, size, size), np.float32))
+    start = random_start(rng, budget, cfg, members)
+    state = LoopState(start, np.ones((size, size), np.float32), np.zeros_like(start))
     losses: list[float] = []
     for it in range(cfg.iterations):
         state, loss = step(fixed, state, draw_diversity(rng, n, size, cfg))

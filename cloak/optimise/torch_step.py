@@ -21,23 +21,42 @@ class SurrogateTarget:
     """One surrogate's embedder with its anchors and the user's clean embedding (all unit vectors)."""
 
     embed: Callable[[torch.Tensor], torch.Tensor]
-    near: torch.Tensor  # (D,) G+
-    far: torch.Tensor  # (D,) G-
+    near: torch.Tensor  # (D,) G+, or (K, D): member k's G+ when a mask set of K is stepped together
+    far: torch.Tensor  # (D,) G-, or (K, D)
     user: torch.Tensor  # (D,)
 
 
 @dataclass
 class StepState:
-    delta: torch.Tensor  # (3, S, S)
+    delta: torch.Tensor  # (3, S, S), or (K, 3, S, S): a mask set stepped together
     alpha: torch.Tensor  # (S, S)
-    velocity: torch.Tensor  # (3, S, S) momentum buffer
+    velocity: torch.Tensor  # like delta: momentum buffer
 
 
-def cloak_loss(emb: torch.Tensor, target: SurrogateTarget, self_weight: float) -> torch.Tensor:
-    """Eq. 4 averaged over views: ||e - G-|| - ||e - G+||, plus ``self_weight`` * cos(e, user)."""
-    loss = (emb - target.far).norm(dim=1) - (emb - target.near).norm(dim=1)
+def mean_pairwise_cosine(emb: torch.Tensor) -> torch.Tensor:
+    """(K, N, D) embeddings, K >= 2 -> the mean over views and ordered pairs j != k of cos(e_j, e_k)."""
+    members = emb.shape[0]
+    unit = F.normalize(emb, dim=-1)
+    # sum_{j != k} u_j . u_k = |sum_k u_k|^2 - sum_k |u_k|^2: no Gram matrix, no diagonal (whose backward
+    # writes in place, which the step-graph export refuses)
+    total = unit.sum(dim=0)
+    off_diagonal = (total * total).sum(dim=-1) - (unit * unit).sum(dim=(0, 2))
+    return (off_diagonal / (members * (members - 1))).mean()
+
+
+def cloak_loss(emb: torch.Tensor, target: SurrogateTarget, self_weight: float, separation: float = 0.0) -> torch.Tensor:
+    """Eq. 4 averaged over views: ||e - G-|| - ||e - G+||, plus ``self_weight`` * cos(e, user).
+
+    For a mask set, ``emb`` is (K, N, D) (member k's cloaked views) and the anchors (K, D); the loss then
+    adds ``separation`` times the members' mean pairwise cosine on the same view, so the members push
+    each photo to mutually distant places instead of one shared direction (issue 14).
+    """
+    near, far = (target.near[:, None], target.far[:, None]) if emb.dim() == 3 else (target.near, target.far)
+    loss = (emb - far).norm(dim=-1) - (emb - near).norm(dim=-1)
     if self_weight:
         loss = loss + self_weight * (emb @ target.user)
+    if emb.dim() == 3 and emb.shape[0] > 1 and separation:
+        return loss.mean() + separation * mean_pairwise_cosine(emb)
     return loss.mean()
 
 
@@ -66,7 +85,9 @@ def diversify(x: torch.Tensor, theta: torch.Tensor, down_size: int, angle: torch
 
 
 def _unit_mean(g: torch.Tensor) -> torch.Tensor:
-    return g / g.abs().mean().clamp_min(1e-12)
+    """``g`` over its mean magnitude; a set's (K, 3, S, S) gradient per member, so no member steps for another."""
+    dims = tuple(range(max(g.dim() - 3, 0), g.dim()))
+    return g / g.abs().mean(dim=dims, keepdim=True).clamp_min(1e-12)
 
 
 def _standardise(g: torch.Tensor) -> torch.Tensor:
@@ -89,11 +110,11 @@ def colour_project(x: torch.Tensor, bound: torch.Tensor, chroma_ratio: float) ->
     """
     if chroma_ratio >= 1:
         return clip_to_budget(x, bound)
-    b = bound.amin(dim=0, keepdim=True)
-    luma = clip_to_budget(x.mean(dim=0, keepdim=True), b)
-    chroma = x - x.mean(dim=0, keepdim=True)
+    b = bound.amin(dim=-3, keepdim=True)
+    luma = clip_to_budget(x.mean(dim=-3, keepdim=True), b)
+    chroma = x - x.mean(dim=-3, keepdim=True)
     room = torch.minimum(b * chroma_ratio, b - luma.abs())
-    peak = chroma.abs().amax(dim=0, keepdim=True)
+    peak = chroma.abs().amax(dim=-3, keepdim=True)
     chroma = chroma * torch.minimum(room / peak.clamp_min(1e-12), torch.ones_like(peak))
     return clip_to_budget(luma + chroma, bound)  # a no-op up to rounding
 
@@ -108,7 +129,9 @@ def pgd_step(
     ``steps`` is the per-pixel step size; ``view_bound`` (N, 1, S, S) what each view lets through of
     the delta (its perceptual budget); ``theta``, ``down_size``, ``angle`` (N,) and ``spectrum``
     (N, 2, 3, S, S) the step's diversity draw (``angle`` is read only if ``cfg.diversity_rotation``,
-    ``spectrum`` only if ``cfg.spectrum_rho``). Pure: returns the new state and the loss.
+    ``spectrum`` only if ``cfg.spectrum_rho``). A (K, 3, S, S) delta is a mask set: every member on
+    every view under the same draw, member k towards row k of the anchors, with the members kept apart
+    (``cfg.member_separation``). Pure: returns the new state and the loss.
     """
     if cfg.diversity_rotation and angle is None:
         raise ValueError("PGDConfig.diversity_rotation needs the draw's angles")
@@ -116,11 +139,20 @@ def pgd_step(
         raise ValueError("PGDConfig.spectrum_rho needs the draw's spectrum")
     delta = state.delta.detach().requires_grad_(True)
     alpha = state.alpha.detach().requires_grad_(cfg.attention)
-    cloaked = (views + clip_to_budget(clip_to_budget(delta * alpha, bound), view_bound)).clamp(0, 1)
+    members = delta.shape[0] if delta.dim() == 4 else 0
+    effective = clip_to_budget(delta * alpha, bound)
+    if members:  # (K, N) cloaked views as one batch of K * N; every member sees the same draw
+        cloaked = (views + clip_to_budget(effective[:, None], view_bound)).clamp(0, 1).flatten(0, 1)
+        theta, angle = theta.repeat(members, 1, 1), (None if angle is None else angle.repeat(members))
+        spectrum = None if spectrum is None else spectrum.repeat(members, 1, 1, 1, 1)
+    else:
+        cloaked = (views + clip_to_budget(effective, view_bound)).clamp(0, 1)
     batch = diversify(cloaked, theta, down_size, angle if cfg.diversity_rotation else None, cfg.upload_jpeg,
                       spectrum if cfg.spectrum_rho else None)
     with residual_gradient(cfg.skip_gradient):  # only the backward differs (SGM)
-        losses = [cloak_loss(t.embed(batch), t, cfg.self_weight) for t in targets]
+        embedded = [t.embed(batch) for t in targets]
+        losses = [cloak_loss(e.unflatten(0, (members, -1)) if members else e, t, cfg.self_weight, cfg.member_separation)
+                  for e, t in zip(embedded, targets)]
     loss = sum(losses) / len(targets)
     wrt = [delta, alpha] if cfg.attention else [delta]
     if cfg.balance_surrogates and len(targets) > 1:
@@ -131,7 +163,8 @@ def pgd_step(
     with torch.no_grad():
         grad = _unit_mean(gaussian_blur(grads[0], cfg.grad_sigma))
         if cfg.visibility_weight:  # descend the cloak loss and what a viewer sees of the delta together
-            grad = _unit_mean(grad + cfg.visibility_weight * _unit_mean(alpha * visible_energy_gradient(delta * alpha)))
+            seen = [visible_energy_gradient(d) for d in (delta * alpha).reshape(-1, *delta.shape[-3:])]
+            grad = _unit_mean(grad + cfg.visibility_weight * _unit_mean(alpha * torch.stack(seen).reshape(delta.shape)))
         velocity = cfg.momentum * state.velocity + grad
         new_delta = colour_project(delta - steps * velocity.sign(), bound, cfg.chroma_ratio)
         new_alpha = (alpha - cfg.attention_lr * _standardise(grads[1])).clamp(0, 1) if cfg.attention else alpha

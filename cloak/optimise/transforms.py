@@ -30,9 +30,11 @@ BLOCK = 8
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Depthwise Gaussian blur of (C, H, W) ``x`` with zero padding (so it is self-adjoint); identity for sigma <= 0."""
+    """Depthwise Gaussian blur of (..., H, W) ``x`` with zero padding (so it is self-adjoint); identity for sigma <= 0."""
     if sigma <= 0:
         return x
+    if x.dim() != 3:
+        return gaussian_blur(x.reshape(-1, *x.shape[-2:]), sigma).reshape(x.shape)
     radius = max(1, int(round(3 * sigma)))
     taps = torch.arange(-radius, radius + 1, dtype=x.dtype)
     kernel_1d = torch.exp(-(taps**2) / (2 * sigma**2))
