@@ -3,6 +3,7 @@
     .venv/bin/python bench/enroll_bench.py                      # sface+facenet, 8 views x 10 iterations
     .venv/bin/python bench/enroll_bench.py --quick              # sface, 2 views x 3 iterations
     .venv/bin/python bench/enroll_bench.py --backends torch-cpu,auto,ort-cpu --repeats 5
+    .venv/bin/python bench/enroll_bench.py --set 4 --set-views 4   # and a mask set of 4 on 4 views, x the single mask
 
 Each backend runs in its own process (so its peak RSS is its own), built by facecloak.assemble exactly
 as `facecloak enroll` builds it. "first use" is building the enroller plus the first enrollment: for
@@ -31,8 +32,9 @@ from facecloak.presets import DEFAULT_SURROGATES
 BASELINE = "torch-cpu"
 
 
-def measure(backend: str, surrogates: tuple[str, ...], views: int, iterations: int, repeats: int, photo: str) -> dict:
-    """One backend in this process: first use, then ``repeats`` timed enrollments."""
+def measure(backend: str, surrogates: tuple[str, ...], views: int, iterations: int, repeats: int, photo: str,
+            members: int = 1) -> dict:
+    """One backend in this process: first use, then ``repeats`` timed enrollments (of a set of ``members``)."""
     from dataclasses import replace
 
     from facecloak.assemble import EnrollerSpec, build_enroller
@@ -41,11 +43,11 @@ def measure(backend: str, surrogates: tuple[str, ...], views: int, iterations: i
     from facecloak.imageio import read_image
 
     base = EnrollConfig()
-    config = replace(base, surrogates=surrogates, views=views, pgd=replace(base.pgd, iterations=iterations))
+    config = replace(base, surrogates=surrogates, views=views, pgd=replace(base.pgd, iterations=iterations), members=members)
     image = read_image(assets_dir() / photo)
     start = time.perf_counter()
     assembled = build_enroller(EnrollerSpec(backend=backend, surrogates=surrogates, views=views, pgd=config.pgd,
-                                            view_backend="augment"))
+                                            members=members if members > 1 else 0, view_backend="augment"))
     assembled.enroller.enroll(image, config)
     first = time.perf_counter() - start
     runs = []
@@ -99,25 +101,33 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="sface, 2 views x 3 iterations, 2 repeats")
     parser.add_argument("--cold", action="store_true", help="prepare 'auto' from an empty cache (first use from scratch)")
     parser.add_argument("--photo", default="faces/lfw/Tony_Blair/Tony_Blair_0001.jpg")
+    parser.add_argument("--set", type=int, default=1, help="also time a mask set of this many members (EnrollConfig.members)")
+    parser.add_argument("--set-views", type=int, help="views of the set's enrollment (default --views)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one backend, print JSON
+    parser.add_argument("--members", type=int, default=1, help=argparse.SUPPRESS)  # internal: with --one
     args = parser.parse_args()
     if args.quick:
         args.surrogates, args.views, args.iterations, args.repeats = "sface", 2, 3, 2
     surrogates = tuple(args.surrogates.split(","))
     if args.one:
-        print(json.dumps(measure(args.one, surrogates, args.views, args.iterations, args.repeats, args.photo)))
+        print(json.dumps(measure(args.one, surrogates, args.views, args.iterations, args.repeats, args.photo, args.members)))
         return
     env = dict(os.environ)
     if args.cold:
         env["FACECLOAK_CACHE"] = tempfile.mkdtemp(prefix="facecloak-bench-")
-    results = []
-    for backend in args.backends.split(","):
-        cmd = [sys.executable, __file__, "--one", backend, "--surrogates", args.surrogates, "--views", str(args.views),
-               "--iterations", str(args.iterations), "--repeats", str(args.repeats), "--photo", args.photo]
+
+    def run_one(backend: str, views: int, members: int) -> dict:
+        cmd = [sys.executable, __file__, "--one", backend, "--surrogates", args.surrogates, "--views", str(views),
+               "--iterations", str(args.iterations), "--repeats", str(args.repeats), "--photo", args.photo,
+               "--members", str(members)]
         done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
         if done.returncode != 0:
             sys.exit(f"{backend} failed:\n{done.stderr[-3000:]}")
-        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    results = [run_one(backend, args.views, 1) for backend in args.backends.split(",")]
+    set_views = args.set_views or args.views
+    sets = [run_one(backend, set_views, args.set) for backend in args.backends.split(",")] if args.set > 1 else []
     base = results[0]["median_s"]
     print(f"enrollment, {'+'.join(surrogates)}, {args.views} views x {args.iterations} iterations, "
           f"median of {args.repeats} after first use; torch threads: default")
@@ -126,6 +136,12 @@ def main() -> None:
         stages = "  ".join(f"{k} {v:.2f}" for k, v in r["stages_s"].items())
         print(f"{asked:10s} {r['backend']:10s} {r['first_use_s']:9.1f}s {r['median_s']:7.2f}s {base / r['median_s']:7.2f}x "
               f"{r['peak_rss_mib']:7.0f}MiB  {stages}")
+        for note in r["notes"]:
+            print(f"  note: {note}")
+    for asked, single, r in zip(args.backends.split(","), results, sets):
+        print(f"set of {args.set} on {set_views} views, {asked} (ran {r['backend']}): first use {r['first_use_s']:.1f}s, "
+              f"median {r['median_s']:.2f}s = {r['median_s'] / single['median_s']:.2f}x the single mask "
+              f"(optimise {r['stages_s']['optimise']:.2f}s = {r['stages_s']['optimise'] / single['stages_s']['optimise']:.2f}x)")
         for note in r["notes"]:
             print(f"  note: {note}")
     threads = os.cpu_count() or 1

@@ -108,7 +108,10 @@ def configs_from_options(options: pb.EnrollOptions, base: EnrollConfig, limits: 
     check_views = _bounded("check_views", pick("check_views", base.check_views), 0, limits.max_check_views)
     iterations = _bounded("iterations", pick("iterations", base.pgd.iterations), 1, limits.max_iterations)
     count = _bounded("mask_count", options.mask_count or 1, 1, limits.max_masks)
-    members = _bounded("members", pick("members", base.members), 1, min(MAX_MEMBERS, views))
+    members = _bounded("members", pick("members", base.members), 1, MAX_MEMBERS)
+    if members > 1 and members * views > limits.max_views:  # a set's step embeds every member on every view
+        raise BadOptionError(f"members x views must not exceed {limits.max_views} (each step embeds every member on every "
+                             f"view), got {members} x {views}")
     seed = pick("seed", base.seed)
     visibility_weight = pick("visibility_weight", visibility_weight)
     if not (math.isfinite(visibility_weight) and 0 <= visibility_weight <= 100):

@@ -285,7 +285,7 @@ def enroll_options(draw: st.DrawFn) -> pb.EnrollOptions:
     for name in ("eps", "eps_focus", "visibility_weight"):
         if draw(st.booleans()):
             setattr(opts, name, draw(st.one_of(_ANY_FLOAT, st.floats(0, 70))))
-    for name in ("iterations", "views", "check_views", "seed", "mask_count"):
+    for name in ("iterations", "views", "check_views", "seed", "mask_count", "members"):
         if draw(st.booleans()):
             setattr(opts, name, draw(_UINT32))
     if draw(st.booleans()):
@@ -310,6 +310,7 @@ def test_any_options_become_valid_configs_or_a_bad_option(opts: pb.EnrollOptions
         assert set(config.surrogates) <= set(OPTION_LIMITS.models) and config.seed == configs[0].seed + i
         assert 1 <= config.views <= OPTION_LIMITS.max_views and 1 <= config.pgd.iterations <= OPTION_LIMITS.max_iterations
         assert 0 <= config.pgd.visibility_weight <= 100
+        assert config.members == 1 or config.members * config.views <= OPTION_LIMITS.max_views  # a set's step cost
 
 
 # -- the command line --------------------------------------------------------------------------------------------

@@ -149,3 +149,14 @@ def test_a_perceptual_set_gives_each_member_the_bounds_of_its_own_views() -> Non
                           pgd=PGDConfig(iterations=1))
     result = Enroller().enroll(read_image(PHOTO), config)
     assert len(result.masks) == 2 and all(m.perceptual == config.perceptual for m in result.masks)
+
+
+def test_the_server_bounds_a_sets_step_by_members_times_views() -> None:
+    from facecloak.proto import enrollment_pb2 as pb
+    from facecloak.proto.convert import OptionLimits, configs_from_options
+
+    limits = OptionLimits(models=EnrollConfig().surrogates, max_views=16)
+    (config,) = configs_from_options(pb.EnrollOptions(members=4, views=4), EnrollConfig(), limits)
+    assert (config.members, config.views) == (4, 4)
+    with pytest.raises(BadOptionError, match="members x views must not exceed 16"):
+        configs_from_options(pb.EnrollOptions(members=4, views=8), EnrollConfig(), limits)
