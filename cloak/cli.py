@@ -184,8 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "--eps-focus on textured face pixels, a quarter of it on flat skin, none beside the face); "
                         "writes mask format 3")
     enroll.add_argument("--members", type=int, default=1,
-                        help="masks in the set (1..16, at most --views): each photo gets one, so cloaked photos "
-                        "cannot be linked to each other; one enrollment's cost (default 1)")
+                        help="masks in the set (1..16): each photo gets one, so cloaked photos cannot be linked to "
+                        "each other; the members step together on every view, K x one mask's compute at the same "
+                        "--views (measured: 4 members on 4 views, docs/eval.md 'Mask sets'; default 1)")
     enroll.add_argument("--eot-rotation", type=float, metavar="DEG",
                         help="alignment invariance: rotate every view by up to DEG degrees per step (0 = off)")
     enroll.add_argument("--eot-jpeg", type=int, metavar="Q",
