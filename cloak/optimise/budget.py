@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -101,10 +101,6 @@ class Budget:
     @classmethod
     def of_face(cls, face: np.ndarray, landmarks: np.ndarray, cfg: BudgetConfig) -> Budget:
         return cls(budget_map(face, landmarks, cfg), cfg.eps)
-
-    def of_views(self, picked: slice) -> Budget:
-        """This budget for the views ``picked`` out of those it was made for (the map is shared)."""
-        return self if self.per_view is None else replace(self, per_view=self.per_view[picked])
 
     def view_bound(self, n: int) -> np.ndarray:
         """(N, 1, S, S) float32: what each view allows (the map's peak where views add no bound of their own)."""
