@@ -47,7 +47,7 @@ def measure(backend: str, surrogates: tuple[str, ...], views: int, iterations: i
     image = read_image(assets_dir() / photo)
     start = time.perf_counter()
     assembled = build_enroller(EnrollerSpec(backend=backend, surrogates=surrogates, views=views, pgd=config.pgd,
-                                            members=members if members > 1 else 0, view_backend="augment"))
+                                            members=config.step_members, view_backend="augment"))
     assembled.enroller.enroll(image, config)
     first = time.perf_counter() - start
     runs = []

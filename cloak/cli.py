@@ -99,7 +99,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     else:
         # A set's K members step together: the compiled step is prepared for that shape.
         spec = EnrollerSpec(backend=args.backend, surrogates=config.surrogates, views=config.views, pgd=config.pgd,
-                            members=config.members if config.members > 1 else 0, view_backend="augment")
+                            members=config.step_members, view_backend="augment")
         assembled = build_enroller(spec, say=_say)
         for note in assembled.notes[1:]:  # fallbacks: why the backend asked for is not the one running
             _say(note)

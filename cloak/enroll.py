@@ -46,6 +46,11 @@ class EnrollConfig:
     # costs K single-mask steps over the same views.
     members: int = 1
 
+    @property
+    def step_members(self) -> int:
+        """K of the optimise step's stacked deltas (``run_pgd``'s ``members``, ``EnrollerSpec.members``); 0 for one mask."""
+        return self.members if self.members > 1 else 0
+
     def validate(self) -> None:
         if not 1 <= self.views <= 64:
             raise BadOptionError(f"views must be in 1..64, got {self.views}")
@@ -191,16 +196,15 @@ def optimise_members(backend: OptimiseBackend, views: np.ndarray, budget: Budget
     shared direction that links the user's cloaked photos (docs/eval.md, "Mask sets"). Each step costs
     K single-mask steps over the same views.
     """
-    members = len(member_anchors)
-    if members == 1:
+    if not config.step_members:
         anchors = {name: Anchors(a.near, a.far, users[name]) for name, a in member_anchors[0].items()}
     else:
         anchors = {name: Anchors(np.stack([m[name].near for m in member_anchors]), np.stack([m[name].far for m in member_anchors]),
                                  users[name]) for name in users}
     step = backend.stepper(anchors, len(views), views.shape[-1], config.pgd)
     result = run_pgd(step, views, budget, config.pgd, config.seed, progress=lambda i, n, loss: report("optimise", i / n),
-                     members=0 if members == 1 else members)
-    return (list(result.delta) if members > 1 else [result.delta]), result.losses
+                     members=config.step_members)
+    return (list(result.delta) if config.step_members else [result.delta]), result.losses
 
 
 def choose_member_anchors(gallery: AnchorGallery, users: dict[str, np.ndarray], members: int) -> list[dict[str, SelectedAnchors]]:
