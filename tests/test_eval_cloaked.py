@@ -88,5 +88,24 @@ def test_report_shows_both_attacks_beside_the_clean_gallery_psr(tmp_path):
     text = report(tmp_path, list(rows_of(RECORDS).values()))
     section = text.split("## Cloaked-gallery attack and linkability: black-box rows, JPEG 90")[1].split("\n## ")[0]
     # clean: top-1 PSR 1 of 5 (B's probe 1 is rank 1); ours: cloaked gallery 3 of 6 trials, both people at 1/2
-    assert "| clean (no cloak) | - | facenet | none | 20.0% (0.0–50.0) | 0.0% (0.0–0.0) | 100.0% (100.0–100.0) | 8 | 4 |" in section
-    assert "| ours (full) | sface | facenet | black-box | 100.0% (100.0–100.0) | 50.0% (50.0–50.0) | 25.0% (0.0–33.3) | 6 | 4 |" in section
+    assert "| clean (no cloak) | - | facenet | none | 20.0% (0.0–50.0) | 0.0% (0.0–0.0) | – | – | 100.0% (100.0–100.0) | 8 | 4 |" in section
+    assert "| ours (full) | sface | facenet | black-box | 100.0% (100.0–100.0) | 50.0% (50.0–50.0) | – | – | 25.0% (0.0–33.3) | 6 | 4 |" in section
+
+
+def with_members(records: list[dict], members: dict[str, list[int]]) -> list[dict]:
+    """``records`` with each person's ours variant cloaked by a mask set (``members``: per probe)."""
+    return [{**r, "variants": [{**v, "members": members[r["person"]]} if v["method"] == "ours" else v for v in r["variants"]]}
+            for r in records]
+
+
+def test_a_mask_set_splits_the_cloaked_gallery_attack_by_shared_member(tmp_path):
+    rows = rows_of(with_members(RECORDS, {"A": [0, 1, 0], "B": [0, 1]}))
+    ours, clean = rows["ours"], rows["clean"]
+    # A: photos 0 and 2 share member 0: (0,2) and (2,0) recognised -> 0 of 2; (1,0), (1,2) (no face) protected -> 2 of 2.
+    # B: different members: (0,1) protected, (1,0) recognised -> 1 of 2. Pooled: same 0 of 2, other 3 of 4.
+    assert ours["cloaked_gallery_same_member_top1_psr"] == 0.0
+    assert ours["cloaked_gallery_other_member_top1_psr"] == pytest.approx(0.75, abs=1e-4)
+    assert ours["cloaked_gallery_top1_psr"] == pytest.approx(3 / 6, abs=1e-4)  # the split adds up to the whole
+    assert clean["cloaked_gallery_other_member_top1_psr"] is None  # no set, no split
+    text = report(tmp_path, list(rows.values()))
+    assert "| 50.0% (50.0–50.0) | 75.0% (" in text and "| 0.0% (0.0–0.0) | 25.0% (0.0–33.3) | 6 | 4 |" in text

@@ -143,6 +143,18 @@ def test_cloaked_gallery_attack_ranks_each_probe_against_one_cloaked_photo():
     assert true_ranks(identity_scores(CLOAKED @ GALLERY.T, LABELS, 2), [0, 0, 0]).tolist() == [1, 1, 1]
 
 
+def test_cloaked_gallery_splits_trials_by_shared_member():
+    pairs, other = cloaked_outcomes([True, True, True])
+    members = [0, 1, 0]  # photos 0 and 2 carry member 0: trials (0, 2) recognised, (2, 0) protected
+    same = cloaked_gallery_counts(pairs, other, [True] * 3, members, same_member=True)
+    different = cloaked_gallery_counts(pairs, other, [True] * 3, members, same_member=False)
+    assert same == (1, 2)
+    assert different == (1, 4)  # (2, 1) protected; (0, 1), (1, 0), (1, 2) recognised
+    assert tuple(map(sum, zip(same, different))) == cloaked_gallery_counts(pairs, other, [True] * 3)
+    with pytest.raises(ValueError, match="one member per photo"):
+        cloaked_gallery_counts(pairs, other, [True] * 3, [0, 1], same_member=True)
+
+
 def test_cloaked_gallery_ties_go_to_the_attacker():
     pairs = np.array([0.5])
     assert cloaked_gallery_counts(pairs, [0.5, 0.5], [True, True]) == (0, 2)  # a tie is a recognition

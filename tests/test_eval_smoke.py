@@ -12,6 +12,8 @@ from facecloak.evaluate.protocol import EvalConfig, load_dataset
 from facecloak.evaluate.report import write_report
 from facecloak.errors import BadOptionError
 from facecloak.evaluate.runner import RECORDS, RESULTS, run_eval, shard_records_name
+from facecloak.imageio import read_image
+from facecloak.mask import member_for_photo
 
 pytestmark = pytest.mark.slow
 
@@ -88,12 +90,29 @@ def test_cloaked_gallery_attack_and_linkability_are_measured(run):
     assert clean["linked"] >= 0.5 and clean["cloaked_gallery_top1_psr"] <= 0.5
 
 
+def test_a_mask_set_records_which_member_cloaked_each_probe(run, tmp_path):
+    _, _, anchors, _ = run
+    cfg = replace(TINY, methods=("clean", "ours"), targets=("sface",), mask_set=2)
+    results = run_eval(cfg, tmp_path, anchors=anchors)
+    people = {p.name: p for p in load_dataset(cfg).people}
+    for line in (tmp_path / RECORDS).read_text().splitlines()[1:]:
+        record = json.loads(line)
+        ours, = [v for v in record["variants"] if v["method"] == "ours"]
+        photos = people[record["person"]].photos[1 : cfg.probes + 1]
+        assert ours["members"] == [member_for_photo(read_image(p), 2) for p in photos]  # the rotation rule, per probe
+        assert all("members" not in v for v in record["variants"] if v["method"] != "ours")
+    ours = rows(results, "ours", "sface")
+    split = [ours[f"cloaked_gallery_{k}_member_top1_psr"] for k in ("same", "other")]
+    assert any(share is not None for share in split)  # every trial is in one half of the split
+    assert rows(results, "clean", "sface")["cloaked_gallery_same_member_top1_psr"] is None
+
+
 def test_report_and_resume(run):
     out, results, anchors, _ = run
     text = write_report(results, out).read_text()
     assert "| per-image PGD (reference) | facenet | facenet | white-box |" in text
     assert "| no face | face FLIP | face > 0.2 | face SSIM | SSIM | PSNR dB | probes |" in text
-    assert "| clean-gallery top-1 PSR (95% CI) | cloaked-gallery top-1 PSR (95% CI) | linked pairs (95% CI) |" in text
+    assert "| clean-gallery top-1 PSR (95% CI) | cloaked-gallery top-1 PSR (95% CI) | other member | same member | linked pairs (95% CI) |" in text
     assert "| ours (full) | facenet | sface | black-box |" in text.split("## Cloaked-gallery attack and linkability")[1]
     assert (out / "psr_vs_jpeg.png").exists() is False  # one JPEG setting: no sweep plot
     seen = []

@@ -53,6 +53,7 @@ class Variant:
     scale: float
     photos: list[np.ndarray] = field(default_factory=list)
     learned_from: tuple[str, ...] = ()  # surrogate models the mask was optimised against (none: clean, noise)
+    members: tuple[int, ...] = ()  # with a mask set: the member that cloaked each probe (empty: one mask or none)
 
 
 def align_probes(detector: FaceDetector, probes: list[np.ndarray], frame: AlignedFrame) -> list[AlignedFace | None]:
@@ -163,13 +164,15 @@ class Harness:
             timings[key] = round(time.perf_counter() - start, 2)
             return out
 
-        learned: list[tuple[str, ...]] = []  # the models each of our masks says it was learned from
+        # Per call of ours(): the models its mask says it was learned from, and each probe's set member.
+        learned: list[tuple[tuple[str, ...], tuple[int, ...]]] = []
 
         def ours(surrogates: tuple[str, ...], scale: float = 1.0, matched: bool = False) -> list[np.ndarray]:
             result = self.enroller.enroll(enrollment, self.enroll_config(surrogates, seed, scale, matched))
             masks = tuple(shipped(m) for m in result.masks)
-            learned.append(tuple(masks[0].models))
-            return cloak(lambda i: masks[member_for_photo(probes[i], len(masks))])
+            members = tuple(member_for_photo(p, len(masks)) for p in probes)
+            learned.append((tuple(masks[0].models), members if len(masks) > 1 else ()))
+            return cloak(lambda i: masks[members[i]])
 
         variants: list[Variant] = []
         methods = set(cfg.methods)
@@ -184,10 +187,10 @@ class Harness:
             single = label in cfg.surrogates  # ensemble rows are our full method only (cost)
             if "ours" in methods:
                 photos = timed(f"ours/{label}", lambda: ours(names))
-                variants.append(Variant("ours", label, 1.0, photos, learned.pop()))
+                variants.append(Variant("ours", label, 1.0, photos, *learned.pop()))
             if "ours_bm" in methods and single:
                 photos = timed(f"ours_bm/{label}", lambda: ours(names, matched=True))
-                variants.append(Variant("ours_bm", label, 1.0, photos, learned.pop()))
+                variants.append(Variant("ours_bm", label, 1.0, photos, *learned.pop()))
             for method, budget in (("centre_uniform", cfg.uniform_budget()), ("centre", cfg.budget())):
                 if method in methods and single:
                     def centre(budget: BudgetConfig = budget) -> list[np.ndarray]:
@@ -212,7 +215,7 @@ class Harness:
             for scale in cfg.budget_scales:  # PSR vs budget: our method, first surrogate
                 label = cfg.surrogates[0]
                 photos = timed(f"ours/{label}@{scale:g}", lambda: ours((label,), scale))
-                variants.append(Variant("ours", label, scale, photos, learned.pop()))
+                variants.append(Variant("ours", label, scale, photos, *learned.pop()))
 
         start = time.perf_counter()
         record = {
@@ -231,6 +234,7 @@ class Harness:
         entry = {
             "method": variant.method, "surrogate": variant.surrogate, "scale": variant.scale,
             "learned_from": list(variant.learned_from),
+            **({"members": list(variant.members)} if variant.members else {}),
             "ssim": [round(q.ssim, 5) for q in quality],
             "psnr": [None if not np.isfinite(q.psnr) else round(q.psnr, 3) for q in quality],
             **{key: [_rounded(getattr(q, key)) for q in quality] for key in FACE_FIELDS},  # None: no face found

@@ -113,19 +113,27 @@ def _square(pairs: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def cloaked_gallery_counts(pairs: Sequence[float], other: Sequence[float], found: Sequence[bool]) -> tuple[int, int]:
+def cloaked_gallery_counts(pairs: Sequence[float], other: Sequence[float], found: Sequence[bool],
+                           members: Sequence[int] | None = None, same_member: bool | None = None) -> tuple[int, int]:
     """Cloaked-gallery attack on one person: (protected trials, trials).
 
     Trial (i, j), i != j: probe i against a gallery where the person is represented only by their
     cloaked photo j and every other identity by its clean entries (``other``: ``best_other_scores``).
     The person is top-1 when pairs(i, j) >= other[i] (ties go to the attacker). A probe with no
     detected face is protected; a photo j with no detected face cannot be enrolled, so its trials are skipped.
+    With a mask set, ``members`` (the member that cloaked each photo) and ``same_member`` keep only the
+    trials whose two photos carry the same member (True) or different members (False).
     """
     found = np.asarray(found, dtype=bool)
     n = len(found)
     sims = _square(np.asarray(pairs, dtype=np.float64), n)
     other = np.asarray(other, dtype=np.float64)
     trials = found[None, :] & ~np.eye(n, dtype=bool)  # column j: the gallery photo
+    if same_member is not None:
+        if members is None or len(members) != n:
+            raise ValueError(f"same_member needs one member per photo ({n}), got {members!r}")
+        ids = np.asarray(members)
+        trials &= (ids[:, None] == ids[None, :]) == same_member
     recognised = found[:, None] & (sims >= other[:, None])
     return int((trials & ~recognised).sum()), int(trials.sum())
 

@@ -64,7 +64,9 @@ def summarise(records: Sequence[dict], cfg: EvalConfig, thresholds: dict[str, fl
     (or, for the cloaked-photo figures, was recorded before they were kept), so intervals and paired gaps
     can be drawn later: top-1 (``person_top1`` protected of ``person_probes``), cloaked-gallery attack
     (``person_cloaked_gallery`` protected of ``person_trials``) and linkability (``person_linked`` of
-    ``person_pairs``).
+    ``person_pairs``). With a mask set the cloaked-gallery attack is also split into the trials whose gallery
+    photo carries another member than the probe and those that share it (``cloaked_gallery_other_member_top1_psr``,
+    ``cloaked_gallery_same_member_top1_psr``): a shared member is the one-mask attack again.
     """
     pooled: dict[tuple, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for index, record in enumerate(records):
@@ -79,6 +81,9 @@ def summarise(records: Sequence[dict], cfg: EvalConfig, thresholds: dict[str, fl
                         other = [np.nan if o is None else o for o in out["other"]]
                         acc["person_cloaked"].append((index, *cloaked_gallery_counts(pairs, other, found)))
                         acc["person_linked"].append((index, *linked_counts(pairs, thresholds[target])))
+                        if "members" in v:  # a mask set: split the attack by whether both photos share a member
+                            for key, same in (("person_cloaked_same", True), ("person_cloaked_other", False)):
+                                acc[key].append((index, *cloaked_gallery_counts(pairs, other, found, v["members"], same)))
                     acc["rank"] += out["rank"]
                     acc["genuine"] += out["genuine"]
                     acc["ssim"] += v["ssim"]
@@ -93,6 +98,7 @@ def summarise(records: Sequence[dict], cfg: EvalConfig, thresholds: dict[str, fl
         top1, probes, ci = _per_person(acc["person_top1"], len(records))
         cloaked, trials, cloaked_ci = _per_person(acc["person_cloaked"], len(records))
         linked, pairs, linked_ci = _per_person(acc["person_linked"], len(records))
+        same_ci, other_ci = (_per_person(acc[key], len(records))[2] for key in ("person_cloaked_same", "person_cloaked_other"))
         if len(set(acc["models"])) > 1:
             raise ValueError(f"row {method}/{surrogate}: masks learned from different models {sorted(set(acc['models']))}")
         models = acc["models"][0] if acc["models"] else members_of(surrogate, cfg.surrogates)
@@ -103,6 +109,8 @@ def summarise(records: Sequence[dict], cfg: EvalConfig, thresholds: dict[str, fl
             "jpeg": jpeg, "resize": cfg.resize, "probes": len(ranks),
             "top1_psr": round(psr_at_k(ranks, 1), 4), "top1_psr_ci": [ci.low, ci.high], "top5_psr": round(psr_at_k(ranks, 5), 4),
             **_share("cloaked_gallery_top1_psr", cloaked_ci), **_share("linked", linked_ci),
+            **_share("cloaked_gallery_other_member_top1_psr", other_ci),
+            **_share("cloaked_gallery_same_member_top1_psr", same_ci),
             "verification_psr": round(verification_psr(acc["genuine"], thresholds[target]), 4),
             "no_face": round(float(np.mean(np.asarray(ranks) == NOT_FOUND)), 4) if ranks else None,
             "ssim": _mean(acc["ssim"]), "psnr": _mean(acc["psnr"]), **{key: _mean(acc[key]) for key in FACE_FIELDS},
