@@ -66,7 +66,7 @@ def _enroll_config(args: argparse.Namespace):
     budget = replace(base.budget, eps=eps, eps_focus=max(eps, eps_focus))
     pgd = with_given(base.pgd, iterations=args.iterations, diversity_rotation=args.eot_rotation, upload_jpeg=args.eot_jpeg,
                      skip_gradient=args.skip_gradient, visibility_weight=args.visibility_weight, spectrum_rho=args.eot_spectrum,
-                     grad_sigma=args.gradient_blur)
+                     grad_sigma=args.gradient_blur, member_separation=args.member_separation)
     surrogates = tuple(s for s in args.surrogates.split(",") if s)
     perceptual = PerceptualBudget(eps=budget.eps_focus) if args.perceptual else None
     return replace(base, surrogates=surrogates, views=args.views, seed=args.seed, budget=budget, pgd=pgd, perceptual=perceptual,
@@ -187,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="masks in the set (1..16): each photo gets one, so cloaked photos cannot be linked to "
                         "each other; the members step together on every view, K x one mask's compute at the same "
                         "--views (measured: 4 members on 4 views, docs/eval.md 'Mask sets'; default 1)")
+    enroll.add_argument("--member-separation", type=float, metavar="W",
+                        help="how hard a set's members are kept apart: W x their cloaked embeddings' mean pairwise "
+                        "cosine in the loss (default 3; measured: 8 members on 2 views at 6 link the fewest photos "
+                        "and cost the most clean-gallery protection, docs/eval.md 'Mask sets')")
     enroll.add_argument("--eot-rotation", type=float, metavar="DEG",
                         help="alignment invariance: rotate every view by up to DEG degrees per step (0 = off)")
     enroll.add_argument("--eot-jpeg", type=int, metavar="Q",
