@@ -93,7 +93,7 @@ class EnrollResult:
     masks: tuple[Mask, ...]  # the set; one photo gets one member (mask.member_for_photo)
     face: Face
     anchors: list[dict[str, tuple[str, str]]]  # per member: model -> (G+ name, G- name)
-    self_check: list[SelfCheck]  # per model, averaged over the members
+    self_check: list[SelfCheck]  # per model, over the held-out views, view v cloaked by member v mod K
     timings: dict[str, float] = field(default_factory=dict)
     losses: list[float] = field(default_factory=list)  # member after member
     visibility: Quality | None = None  # the set on the enrollment photo itself (self-check; None when check_views = 0)
@@ -171,14 +171,18 @@ class Enroller:
 
     def _self_check(self, users: dict[str, np.ndarray], held_out: np.ndarray, deltas: list[np.ndarray],
                     perceptual: PerceptualBudget | None) -> list[SelfCheck]:
-        """Mean similarity of held-out views (never optimised on) to the user, without and with the cloak,
-        over every member of the set (each view receiving what its own perceptual budget lets through)."""
+        """Mean similarity of held-out views (never optimised on) to the user, without and with the cloak
+        (each view receiving what its own perceptual budget lets through).
+
+        Held-out view v carries member v mod K, as every photo carries one member of a set: the check
+        measures what cloaked photos receive, and a set's check costs what one mask's does.
+        """
         if len(held_out) == 0:
             return []
-        delta = np.stack(deltas)[:, None]  # (K, 1, 3, S, S): every member on every held-out view
+        delta = np.stack(deltas)[np.arange(len(held_out)) % len(deltas)]  # (V, 3, S, S)
         if perceptual is not None:
-            delta = clip_to_allowed(delta, allowed_amplitude(held_out, perceptual)[None])
-        cloaked = np.clip(held_out[None] + delta, 0.0, 1.0).astype(np.float32).reshape(-1, *held_out.shape[1:])
+            delta = clip_to_allowed(delta, allowed_amplitude(held_out, perceptual))
+        cloaked = np.clip(held_out + delta, 0.0, 1.0).astype(np.float32)
         checks = []
         for name, user in users.items():
             before = float((self.backend.embed(name, held_out) @ user).mean())

@@ -121,6 +121,26 @@ def test_the_separation_term_pushes_the_members_apart() -> None:
     assert similarity[10.0] < similarity[0.0] - 0.05, similarity
 
 
+def test_the_self_check_gives_each_held_out_view_one_member_in_turn() -> None:
+    """View v carries member v mod K, as a photo carries one member: a member that does nothing leaves
+    its views' similarity unchanged, however strong the other member is."""
+    from facecloak.faces import FaceDetector, align_largest_face, to_chw_float
+    from facecloak.models import numpy_torch_embedder
+
+    crop = to_chw_float(align_largest_face(FaceDetector(), read_image(PHOTO), AlignedFrame()).crop)[0]
+    held_out = np.stack([crop, crop[:, :, ::-1]]).astype(np.float32)  # the face and its mirror image
+    strong = (np.random.default_rng(0).choice([-1, 1], crop.shape) * (24 / 255)).astype(np.float32)
+    embed = numpy_torch_embedder("sface")
+    user = embed(crop[None])[0]
+    enroller = Enroller()
+    [check] = enroller._self_check({"sface": user}, held_out, [strong, np.zeros_like(strong)], None)
+    cloaked_first = np.clip(held_out[0] + strong, 0, 1).astype(np.float32)
+    expected = float((embed(np.stack([cloaked_first, held_out[1]])) @ user).mean())
+    assert check.after == pytest.approx(expected, abs=1e-4)
+    assert check.before == pytest.approx(float((embed(held_out) @ user).mean()), abs=1e-4)
+    assert check.after < check.before - 0.05  # the strong member did reach its view
+
+
 def test_cli_writes_a_set_and_apply_rotates_or_pins_members(tmp_path) -> None:
     mask = tmp_path / "me.fcmask"
     flags = ["--surrogates", "sface", "--views", "2", "--iterations", "1", "--members", "2"]
