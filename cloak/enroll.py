@@ -95,7 +95,7 @@ class EnrollResult:
     anchors: list[dict[str, tuple[str, str]]]  # per member: model -> (G+ name, G- name)
     self_check: list[SelfCheck]  # per model, over the held-out views, view v cloaked by member v mod K
     timings: dict[str, float] = field(default_factory=dict)
-    losses: list[float] = field(default_factory=list)  # member after member
+    losses: list[float] = field(default_factory=list)  # one per PGD iteration (a set's members step together)
     visibility: Quality | None = None  # the set on the enrollment photo itself (self-check; None when check_views = 0)
 
     @property
