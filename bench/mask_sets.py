@@ -3,8 +3,9 @@
 One benchmark run (``facecloak eval``'s protocol, ``facecloak.evaluate``) per set variant, in one process
 so the attacker's gallery is embedded once; each run writes its own records/results/report under
 OUT/set-LABEL. A variant is ``K`` (a set of K at the run's views and the core's member separation),
-optionally with ``/vN`` (N views) and ``/sW`` (PGDConfig.member_separation W): ``4/v4/s0`` is a set of 4
-on 4 views without the separation term. Printed per black-box target: clean-gallery top-1 PSR,
+optionally with ``/vN`` (N views), ``/sW`` (PGDConfig.member_separation W) and ``/xW``
+(PGDConfig.view_separation W): ``4/v4/s0`` is a set of 4 on 4 views without the separation term, ``1/x3`` one
+mask whose different views are kept apart at weight 3. Printed per black-box target: clean-gallery top-1 PSR,
 cloaked-gallery top-1 PSR and the share of same-person cloaked pairs linked at the attacker's FAR 1e-3
 threshold, each with its 95 % people-bootstrap interval, and the enrollment seconds per person. For a set the
 cloaked-gallery column is split into trials whose gallery photo carries another member than the probe and those
@@ -41,28 +42,31 @@ class SetVariant:
     size: int
     views: int | None  # None: the run's --views
     separation: float | None  # None: the core's PGDConfig.member_separation
+    view_separation: float | None = None  # None: the core's PGDConfig.view_separation
 
 
 def parse_variant(text: str) -> SetVariant:
-    """``K[/vN][/sW]`` -> a set variant; a one-line error for anything else."""
+    """``K[/vN][/sW][/xW]`` -> a set variant; a one-line error for anything else."""
     size, *options = text.strip().split("/")
-    views = separation = None
+    views = separation = view_separation = None
     try:
         for option in options:
             if option[:1] == "v":
                 views = int(option[1:])
             elif option[:1] == "s":
                 separation = float(option[1:])
+            elif option[:1] == "x":
+                view_separation = float(option[1:])
             else:
                 raise ValueError(option)
-        return SetVariant(text.strip(), int(size), views, separation)
+        return SetVariant(text.strip(), int(size), views, separation, view_separation)
     except ValueError:
-        raise SystemExit(f"mask_sets: a set variant is K[/vN][/sW] (e.g. 4/v4/s3), got {text!r}") from None
+        raise SystemExit(f"mask_sets: a set variant is K[/vN][/sW][/xW] (e.g. 4/v4/s3), got {text!r}") from None
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sets", default="1,4", help="set variants K[/vN][/sW], comma-separated (first = reference)")
+    parser.add_argument("--sets", default="1,4", help="set variants K[/vN][/sW][/xW], comma-separated (first = reference)")
     add_comparison_options(parser, ensemble="sface,facenet", targets="ms1m,sirius,faceplugin")
     parser.add_argument("--quick", action="store_true", help="2 people x 3 probes, 4 views x 2 iterations, sets 1 and 2/v2")
     args = parser.parse_args()
@@ -74,7 +78,8 @@ def main() -> None:
     results = {}
     for variant in (parse_variant(v) for v in args.sets.split(",")):
         out = Path(args.output) / f"set-{variant.label.replace('/', '-')}"
-        config = replace(base, mask_set=variant.size, views=variant.views or base.views, member_separation=variant.separation)
+        config = replace(base, mask_set=variant.size, views=variant.views or base.views, member_separation=variant.separation,
+                         view_separation=variant.view_separation)
         results[variant.label] = run_eval(config, out, log=lambda m: print(m, flush=True), threads=args.threads)
         write_report(results[variant.label], out, title=f"Mask set {variant.label}")
     label = "+".join(ensemble)

@@ -60,6 +60,7 @@ def test_expected_failures_are_one_line_errors_with_specific_exit_codes(tmp_path
         (("enroll", str(selfie_path), "-o", str(tmp_path / "m.fcmask"), "--gradient-blur", "-1"), 2, "grad_sigma"),
         (("enroll", str(selfie_path), "-o", str(tmp_path / "m.fcmask"), "--members", "4", "--member-separation", "-1"), 2,
          "member_separation"),
+        (("enroll", str(selfie_path), "-o", str(tmp_path / "m.fcmask"), "--view-separation", "101"), 2, "view_separation"),
         (("apply", str(bad_mask), str(selfie_path), "-o", str(tmp_path / "o.png")), 7, "mask"),
         (("apply", str(notes), str(selfie_path), "-o", str(tmp_path / "o.png")), 7, "not a FaceCloak mask"),
         (("apply", str(bad_mask), str(selfie_path), "-o", str(tmp_path / "o.gif")), 2, "unsupported output"),
@@ -101,13 +102,13 @@ def test_eot_options_reach_the_pgd_settings() -> None:
     parse = build_parser().parse_args
     config = _enroll_config(parse(["enroll", "x.jpg", "-o", "x.fcmask", "--eot-rotation", "8", "--eot-jpeg", "80",
                                    "--skip-gradient", "0.5", "--visibility-weight", "2", "--eot-spectrum", "0.4",
-                                   "--gradient-blur", "1.5", "--member-separation", "6"]))
+                                   "--gradient-blur", "1.5", "--member-separation", "6", "--view-separation", "3"]))
     pgd = config.pgd
     assert (pgd.diversity_rotation, pgd.upload_jpeg, pgd.skip_gradient, pgd.visibility_weight, pgd.spectrum_rho, pgd.grad_sigma,
-            pgd.member_separation) == (8, 80, 0.5, 2, 0.4, 1.5, 6)
+            pgd.member_separation, pgd.view_separation) == (8, 80, 0.5, 2, 0.4, 1.5, 6, 3)
     plain = _enroll_config(parse(["enroll", "x.jpg", "-o", "x.fcmask"])).pgd
     default = PGDConfig()
     assert (plain.diversity_rotation, plain.upload_jpeg, plain.skip_gradient, plain.visibility_weight, plain.spectrum_rho,
-            plain.grad_sigma, plain.member_separation) == (default.diversity_rotation, default.upload_jpeg, default.skip_gradient,
-                                                           default.visibility_weight, default.spectrum_rho, default.grad_sigma,
-                                                           default.member_separation)
+            plain.grad_sigma, plain.member_separation, plain.view_separation) == (
+                default.diversity_rotation, default.upload_jpeg, default.skip_gradient, default.visibility_weight,
+                default.spectrum_rho, default.grad_sigma, default.member_separation, default.view_separation)

@@ -44,20 +44,37 @@ def mean_pairwise_cosine(emb: torch.Tensor) -> torch.Tensor:
     return (off_diagonal / (members * (members - 1))).mean()
 
 
-def cloak_loss(emb: torch.Tensor, target: SurrogateTarget, self_weight: float, separation: float = 0.0) -> torch.Tensor:
+def cross_view_cosine(emb: torch.Tensor) -> torch.Tensor:
+    """(N, D) or (K, N, D) embeddings, N >= 2 -> the mean cos(e[j, a], e[k, b]) over views a != b and all members j, k."""
+    unit = F.normalize(emb if emb.dim() == 3 else emb[None], dim=-1)
+    members, views = unit.shape[:2]
+    per_view = unit.sum(dim=0)  # (N, D)
+    total = per_view.sum(dim=0)
+    # sum over a != b of per_view[a] . per_view[b], by the same identity as mean_pairwise_cosine
+    off_diagonal = (total * total).sum() - (per_view * per_view).sum()
+    return off_diagonal / (members * members * views * (views - 1))
+
+
+def cloak_loss(emb: torch.Tensor, target: SurrogateTarget, self_weight: float, separation: float = 0.0,
+               view_separation: float = 0.0) -> torch.Tensor:
     """Eq. 4 averaged over views: ||e - G-|| - ||e - G+||, plus ``self_weight`` * cos(e, user).
 
     For a mask set, ``emb`` is (K, N, D) (member k's cloaked views) and the anchors (K, D); the loss then
     adds ``separation`` times the members' mean pairwise cosine on the same view, so the members push
-    each photo to mutually distant places instead of one shared direction (issue 14).
+    each photo to mutually distant places instead of one shared direction (issue 14). For one mask or a
+    set, ``view_separation`` times the mean cosine between cloaked embeddings of different views keeps
+    the cloak from sending every photo of the user to one place.
     """
     near, far = (target.near[:, None], target.far[:, None]) if emb.dim() == 3 else (target.near, target.far)
     loss = (emb - far).norm(dim=-1) - (emb - near).norm(dim=-1)
     if self_weight:
         loss = loss + self_weight * (emb @ target.user)
+    loss = loss.mean()
     if emb.dim() == 3 and emb.shape[0] > 1 and separation:
-        return loss.mean() + separation * mean_pairwise_cosine(emb)
-    return loss.mean()
+        loss = loss + separation * mean_pairwise_cosine(emb)
+    if view_separation and emb.shape[-2] > 1:
+        loss = loss + view_separation * cross_view_cosine(emb)
+    return loss
 
 
 def diversify(x: torch.Tensor, theta: torch.Tensor, down_size: int, angle: torch.Tensor | None = None,
@@ -151,7 +168,8 @@ def pgd_step(
                       spectrum if cfg.spectrum_rho else None)
     with residual_gradient(cfg.skip_gradient):  # only the backward differs (SGM)
         embedded = [t.embed(batch) for t in targets]
-        losses = [cloak_loss(e.unflatten(0, (members, -1)) if members else e, t, cfg.self_weight, cfg.member_separation)
+        losses = [cloak_loss(e.unflatten(0, (members, -1)) if members else e, t, cfg.self_weight, cfg.member_separation,
+                             cfg.view_separation)
                   for e, t in zip(embedded, targets)]
     loss = sum(losses) / len(targets)
     wrt = [delta, alpha] if cfg.attention else [delta]
