@@ -53,3 +53,17 @@ def build_sface_engines(out: Path, views: int) -> Path:
     export_surrogates(cfg, log=lambda _: None)
     export_step_graph(cfg, PGDConfig(), log=lambda _: None)
     return out
+
+
+def cloaked_sface_similarity(photos: list[np.ndarray], deltas: list[np.ndarray]) -> float:
+    """Mean pairwise sface cosine of every photo's aligned face plus every (S, S, 3) delta: how alike the
+    cloaked faces look to a recogniser (one photo and a set's members, or several photos and one mask)."""
+    from facecloak.faces import AlignedFrame, align_largest_face, to_chw_float
+    from facecloak.models import numpy_torch_embedder
+
+    detector = FaceDetector()
+    crops = [to_chw_float(align_largest_face(detector, p, AlignedFrame()).crop).reshape(3, 112, 112) for p in photos]
+    cloaked = np.stack([np.clip(c + d.transpose(2, 0, 1), 0, 1) for c in crops for d in deltas]).astype(np.float32)
+    emb = numpy_torch_embedder("sface")(cloaked)
+    gram = emb @ emb.T
+    return float((gram.sum() - np.trace(gram)) / (len(emb) * (len(emb) - 1)))

@@ -18,6 +18,8 @@ from facecloak.mask import Mask, decode_mask, decode_mask_set, encode_mask, enco
 from facecloak.mask.format import MAX_FILE_BYTES
 from facecloak.optimise import PGDConfig
 
+from .conftest import cloaked_sface_similarity
+
 PHOTO = assets_dir() / "faces/lfw/Tony_Blair/Tony_Blair_0001.jpg"
 
 
@@ -95,19 +97,6 @@ def test_one_enrollment_learns_distinct_members_towards_distinct_anchors() -> No
         EnrollConfig(views=2, members=17).validate()
 
 
-def _member_similarity(result, photo: np.ndarray) -> float:  # noqa: ANN001 - EnrollResult
-    """Mean pairwise cosine of the members' cloaked embeddings of ``photo``'s aligned face (sface)."""
-    from facecloak.faces import FaceDetector, align_largest_face, to_chw_float
-    from facecloak.models import numpy_torch_embedder
-
-    crop = to_chw_float(align_largest_face(FaceDetector(), photo, AlignedFrame()).crop)
-    cloaked = np.clip(crop.reshape(1, 3, 112, 112) + np.stack([m.delta.transpose(2, 0, 1) for m in result.masks]), 0, 1).astype(np.float32)
-    emb = numpy_torch_embedder("sface")(cloaked)
-    gram = emb @ emb.T
-    k = len(emb)
-    return float((gram.sum() - np.trace(gram)) / (k * (k - 1)))
-
-
 def test_the_separation_term_pushes_the_members_apart() -> None:
     """Same photo, anchors and draws: with the separation term the members' cloaked embeddings of a photo
     the set never saw are further apart than without it."""
@@ -117,7 +106,7 @@ def test_the_separation_term_pushes_the_members_apart() -> None:
     for weight in (0.0, 10.0):
         config = EnrollConfig(surrogates=("sface",), views=4, check_views=0, members=3,
                               pgd=PGDConfig(iterations=6, member_separation=weight))
-        similarity[weight] = _member_similarity(Enroller().enroll(photo, config), other)
+        similarity[weight] = cloaked_sface_similarity([other], [m.delta for m in Enroller().enroll(photo, config).masks])
     assert similarity[10.0] < similarity[0.0] - 0.05, similarity
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,11 +11,11 @@ import torch.nn.functional as F
 from facecloak.assets import assets_dir
 from facecloak.enroll import EnrollConfig, Enroller
 from facecloak.errors import BadOptionError
-from facecloak.faces import AlignedFrame, FaceDetector, align_largest_face, to_chw_float
 from facecloak.imageio import read_image
-from facecloak.models import numpy_torch_embedder
 from facecloak.optimise import PGDConfig
 from facecloak.optimise.torch_step import SurrogateTarget, cloak_loss, cross_view_cosine
+
+from .conftest import cloaked_sface_similarity
 
 BLAIR = assets_dir() / "faces/lfw/Tony_Blair"
 
@@ -42,15 +41,6 @@ def test_the_loss_adds_the_weighted_term_and_the_weight_is_validated() -> None:
         PGDConfig(view_separation=-1).validate()
 
 
-def _cloaked_similarity(delta: np.ndarray, photos: list[np.ndarray]) -> float:
-    """Mean pairwise cosine (sface) of the aligned crops of ``photos`` with ``delta`` added."""
-    detector = FaceDetector()
-    crops = np.concatenate([to_chw_float(align_largest_face(detector, p, AlignedFrame()).crop).reshape(1, 3, 112, 112) for p in photos])
-    emb = numpy_torch_embedder("sface")(np.clip(crops + delta.transpose(2, 0, 1)[None], 0, 1).astype(np.float32))
-    gram = emb @ emb.T
-    return float((gram.sum() - np.trace(gram)) / (len(emb) * (len(emb) - 1)))
-
-
 def test_the_view_separation_keeps_cloaked_photos_of_the_user_apart() -> None:
     """Same photo, anchors and draws: with the term, the mask sends three photos of the person it never saw to
     less similar places (what links a user's cloaked photos) than without it."""
@@ -59,5 +49,5 @@ def test_the_view_separation_keeps_cloaked_photos_of_the_user_apart() -> None:
     for weight in (0.0, 10.0):
         config = EnrollConfig(surrogates=("sface",), views=4, check_views=0, pgd=PGDConfig(iterations=6, view_separation=weight))
         result = Enroller().enroll(read_image(BLAIR / "Tony_Blair_0001.jpg"), config)
-        similarity[weight] = _cloaked_similarity(result.masks[0].delta, held_out)
+        similarity[weight] = cloaked_sface_similarity(held_out, [result.masks[0].delta])
     assert similarity[10.0] < similarity[0.0] - 0.05, similarity

@@ -33,26 +33,25 @@ class StepState:
     velocity: torch.Tensor  # like delta: momentum buffer
 
 
+def _cross_dot_sum(vectors: torch.Tensor) -> torch.Tensor:
+    """(M, ..., D) -> sum over ordered pairs j != k along the first axis of v_j . v_k, shape (...)."""
+    # = |sum_k v_k|^2 - sum_k |v_k|^2: no Gram matrix, no diagonal (whose backward writes in place, which the
+    # step-graph export refuses)
+    total = vectors.sum(dim=0)
+    return (total * total).sum(dim=-1) - (vectors * vectors).sum(dim=(0, -1))
+
+
 def mean_pairwise_cosine(emb: torch.Tensor) -> torch.Tensor:
     """(K, N, D) embeddings, K >= 2 -> the mean over views and ordered pairs j != k of cos(e_j, e_k)."""
     members = emb.shape[0]
-    unit = F.normalize(emb, dim=-1)
-    # sum_{j != k} u_j . u_k = |sum_k u_k|^2 - sum_k |u_k|^2: no Gram matrix, no diagonal (whose backward
-    # writes in place, which the step-graph export refuses)
-    total = unit.sum(dim=0)
-    off_diagonal = (total * total).sum(dim=-1) - (unit * unit).sum(dim=(0, 2))
-    return (off_diagonal / (members * (members - 1))).mean()
+    return (_cross_dot_sum(F.normalize(emb, dim=-1)) / (members * (members - 1))).mean()
 
 
 def cross_view_cosine(emb: torch.Tensor) -> torch.Tensor:
     """(N, D) or (K, N, D) embeddings, N >= 2 -> the mean cos(e[j, a], e[k, b]) over views a != b and all members j, k."""
     unit = F.normalize(emb if emb.dim() == 3 else emb[None], dim=-1)
     members, views = unit.shape[:2]
-    per_view = unit.sum(dim=0)  # (N, D)
-    total = per_view.sum(dim=0)
-    # sum over a != b of per_view[a] . per_view[b], by the same identity as mean_pairwise_cosine
-    off_diagonal = (total * total).sum() - (per_view * per_view).sum()
-    return off_diagonal / (members * members * views * (views - 1))
+    return _cross_dot_sum(unit.sum(dim=0)) / (members * members * views * (views - 1))  # members summed per view
 
 
 def cloak_loss(emb: torch.Tensor, target: SurrogateTarget, self_weight: float, separation: float = 0.0,
