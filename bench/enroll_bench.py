@@ -1,16 +1,19 @@
 """Enrollment benchmark: the default backend against PyTorch eager, same photo, same settings, one run.
 
-    .venv/bin/python bench/enroll_bench.py                      # sface+facenet, 8 views x 10 iterations
+    .venv/bin/python bench/enroll_bench.py                      # the default ensemble, 8 views x 10 iterations
     .venv/bin/python bench/enroll_bench.py --quick              # sface, 2 views x 3 iterations
     .venv/bin/python bench/enroll_bench.py --backends torch-cpu,auto,ort-cpu --repeats 5
+    .venv/bin/python bench/enroll_bench.py --backends torch-cpu,auto,auto:bf16   # and the surrogates in bfloat16
     .venv/bin/python bench/enroll_bench.py --set 4 --set-views 4   # and a mask set of 4 on 4 views, x the single mask
 
+A backend may name the surrogates' precision after a colon (``auto:bf16`` = ``facecloak enroll --bf16``;
+default fp32).
 Each backend runs in its own process (so its peak RSS is its own), built by facecloak.assemble exactly
 as `facecloak enroll` builds it. "first use" is building the enroller plus the first enrollment: for
 "auto" on a cold cache it includes the one-time AOT compilation (use --cold to force that).
 Prints per backend: first use, median steady-state enrollment with its stages, x vs torch eager, peak RSS;
 then the compute floor: the optimise stage's FLOPs (surrogate forward + backward, counted by PyTorch)
-against this machine's fp32 matmul peak, i.e. the fastest the stage could run if every FLOP ran at
+against this machine's fp32 (and bf16) matmul peak, i.e. the fastest the stage could run if every FLOP ran at
 peak, and the share of that peak each backend achieved.
 State the machine load with the figures (printed at the end).
 """
@@ -32,9 +35,18 @@ from facecloak.presets import DEFAULT_SURROGATES
 BASELINE = "torch-cpu"
 
 
-def measure(backend: str, surrogates: tuple[str, ...], views: int, iterations: int, repeats: int, photo: str,
+def backend_and_precision(entry: str) -> tuple[str, bool]:
+    """``auto:bf16`` -> ("auto", True: PGDConfig.bf16_surrogates); ``auto`` or ``auto:fp32`` -> ("auto", False)."""
+    backend, _, precision = entry.partition(":")
+    if precision not in ("", "fp32", "bf16"):
+        sys.exit(f"unknown precision {precision!r} in {entry!r} (fp32 or bf16)")
+    return backend, precision == "bf16"
+
+
+def measure(entry: str, surrogates: tuple[str, ...], views: int, iterations: int, repeats: int, photo: str,
             members: int = 1) -> dict:
-    """One backend in this process: first use, then ``repeats`` timed enrollments (of a set of ``members``)."""
+    """One backend (``entry``: BACKEND[:PRECISION]) in this process: first use, then ``repeats`` timed enrollments
+    (of a set of ``members``)."""
     from dataclasses import replace
 
     from facecloak.assemble import EnrollerSpec, build_enroller
@@ -42,8 +54,10 @@ def measure(backend: str, surrogates: tuple[str, ...], views: int, iterations: i
     from facecloak.enroll import EnrollConfig
     from facecloak.imageio import read_image
 
+    backend, bf16 = backend_and_precision(entry)
     base = EnrollConfig()
-    config = replace(base, surrogates=surrogates, views=views, pgd=replace(base.pgd, iterations=iterations), members=members)
+    config = replace(base, surrogates=surrogates, views=views, pgd=replace(base.pgd, iterations=iterations, bf16_surrogates=bf16),
+                     members=members)
     image = read_image(assets_dir() / photo)
     start = time.perf_counter()
     assembled = build_enroller(EnrollerSpec(backend=backend, surrogates=surrogates, views=views, pgd=config.pgd,
@@ -55,18 +69,18 @@ def measure(backend: str, surrogates: tuple[str, ...], views: int, iterations: i
         start = time.perf_counter()
         result = assembled.enroller.enroll(image, config)
         runs.append((time.perf_counter() - start, result.timings))
-    return {"backend": assembled.backend, "notes": assembled.notes[1:], "first_use_s": first,
+    return {"backend": assembled.backend + (" bf16" if bf16 else ""), "notes": assembled.notes[1:], "first_use_s": first,
             "median_s": statistics.median(r[0] for r in runs), "runs_s": [r[0] for r in runs],
             "stages_s": {k: statistics.median(r[1][k] for r in runs) for k in runs[0][1]},
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def matmul_peak_gflops(threads: int, side: int = 2048, rounds: int = 10) -> float:
-    """Best fp32 matmul throughput on ``threads`` threads: the machine's practical peak for dense work."""
+def matmul_peak_gflops(threads: int, side: int = 2048, rounds: int = 10, dtype: str = "float32") -> float:
+    """Best matmul throughput in ``dtype`` on ``threads`` threads: the machine's practical peak for dense work."""
     import torch
 
     torch.set_num_threads(threads)
-    a, b = torch.rand(side, side), torch.rand(side, side)
+    a, b = (torch.rand(side, side, dtype=getattr(torch, dtype)) for _ in range(2))
     best = float("inf")
     for _ in range(rounds):
         start = time.perf_counter()
@@ -93,7 +107,8 @@ def optimise_gflop(surrogates: tuple[str, ...], views: int, iterations: int) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backends", default=f"{BASELINE},auto", help="comma list; the first is the baseline")
+    parser.add_argument("--backends", default=f"{BASELINE},auto",
+                        help="comma list of BACKEND[:PRECISION]; the first is the baseline")
     parser.add_argument("--surrogates", default=",".join(DEFAULT_SURROGATES))
     parser.add_argument("--views", type=int, default=8)
     parser.add_argument("--iterations", type=int, default=10)
@@ -131,10 +146,10 @@ def main() -> None:
     base = results[0]["median_s"]
     print(f"enrollment, {'+'.join(surrogates)}, {args.views} views x {args.iterations} iterations, "
           f"median of {args.repeats} after first use; torch threads: default")
-    print(f"{'asked':10s} {'ran':10s} {'first use':>10s} {'median':>8s} {'x eager':>8s} {'peak RSS':>9s}  stages (median)")
+    print(f"{'asked':12s} {'ran':13s} {'first use':>10s} {'median':>8s} {'x eager':>8s} {'peak RSS':>9s}  stages (median)")
     for asked, r in zip(args.backends.split(","), results):
         stages = "  ".join(f"{k} {v:.2f}" for k, v in r["stages_s"].items())
-        print(f"{asked:10s} {r['backend']:10s} {r['first_use_s']:9.1f}s {r['median_s']:7.2f}s {base / r['median_s']:7.2f}x "
+        print(f"{asked:12s} {r['backend']:13s} {r['first_use_s']:9.1f}s {r['median_s']:7.2f}s {base / r['median_s']:7.2f}x "
               f"{r['peak_rss_mib']:7.0f}MiB  {stages}")
         for note in r["notes"]:
             print(f"  note: {note}")
@@ -146,11 +161,12 @@ def main() -> None:
             print(f"  note: {note}")
     threads = os.cpu_count() or 1
     peak, work = matmul_peak_gflops(threads), optimise_gflop(surrogates, args.views, args.iterations)
+    bf16_peak = matmul_peak_gflops(threads, dtype="bfloat16")
     print(f"compute floor: optimise stage {work:.0f} GFLOP; fp32 matmul peak {peak:.0f} GFLOP/s on {threads} threads "
-          f"-> {work / peak:.2f}s if every FLOP ran at peak")
+          f"-> {work / peak:.2f}s if every FLOP ran at peak (bf16 matmul peak {bf16_peak:.0f} GFLOP/s -> {work / bf16_peak:.2f}s)")
     for asked, r in zip(args.backends.split(","), results):
         achieved = work / r["stages_s"]["optimise"]
-        print(f"  {asked:10s} optimise {r['stages_s']['optimise']:.2f}s = {achieved:.0f} GFLOP/s ({achieved / peak:.0%} of peak)")
+        print(f"  {asked:12s} optimise {r['stages_s']['optimise']:.2f}s = {achieved:.0f} GFLOP/s ({achieved / peak:.0%} of the fp32 peak)")
     print(f"load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
 
 

@@ -93,9 +93,11 @@ def aot_folder(spec: EnrollerSpec) -> Path:
     from facecloak import __version__  # noqa: PLC0415
     from facecloak.engines.aot_runtime import cpu_fingerprint  # noqa: PLC0415
     from facecloak.engines.manifest import sha256_file  # noqa: PLC0415
+    from facecloak.models.weights import DEAD_WEIGHT  # noqa: PLC0415
 
     key = {"models": {m: sha256_file(asset(get_card(m).file)) for m in spec.surrogates}, "order": list(spec.surrogates),
            "step_inputs": [f.name for f in fields(StepInputs) + fields(DiversityDraw)], "views": spec.views, "size": spec.size, "members": spec.members, "pgd": spec.pgd.baked(), "facecloak": __version__,
+           "dead_weight": DEAD_WEIGHT,  # the package bakes in the weights as the loader prepares them
            "torch": torch.__version__, "cpu": cpu_fingerprint()}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     set_part = f"_m{spec.members}" if spec.members else ""

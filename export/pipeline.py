@@ -15,6 +15,7 @@ from facecloak.engines.aot_runtime import cpu_fingerprint
 from facecloak.engines.manifest import Artefact, Manifest, load_or_new, sha256_file
 from facecloak.engines.runtimes import default_build_dir
 from facecloak.enroll import DEFAULT_SURROGATES
+from facecloak.errors import BadOptionError
 from facecloak.models import get_card
 from facecloak.optimise import PGDConfig
 
@@ -97,6 +98,9 @@ def export_surrogates(cfg: ExportConfig, log: Log = print) -> list[Artefact]:
 
 def export_step_graph(cfg: ExportConfig, pgd: PGDConfig = PGDConfig(), log: Log = print) -> list[Artefact]:
     """The PGD step of the surrogate set ``cfg.models`` plus the resampling table its loop needs."""
+    if pgd.bf16_surrogates:  # ONNX's Conv is typed float16/float/double: a bfloat16 surrogate is not a valid graph
+        raise BadOptionError("bf16 surrogates run only in the AOT step (facecloak-export aot --bf16); "
+                             "ONNX has no bfloat16 convolution, and TensorRT picks its precision at build (--precision)")
     spec = StepSpec(cfg.models, cfg.views, cfg.size, pgd, cfg.members)
     path = cfg.out / f"{spec.name}.onnx"
     start = time.perf_counter()

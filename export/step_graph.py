@@ -103,7 +103,12 @@ def step_function(spec: StepSpec, embedders: dict[str, torch.nn.Module] | None =
     embedders = embedders or {name: torch_embedder(name) for name in spec.models}
 
     def resampled(embed: torch.nn.Module, matrix: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-        return lambda batch: embed(matrix @ batch @ matrix.T)
+        def run(batch: torch.Tensor) -> torch.Tensor:
+            with torch.autocast(batch.device.type, enabled=False):  # float32 like the core's resampling, also in a bf16 step
+                batch = matrix @ batch @ matrix.T
+            return embed(batch)
+
+        return run
 
     def step(delta, alpha, velocity, views, bound, steps, view_bound, theta, resample, angle, spectrum, *anchors):  # noqa: ANN001 - traced positionally
         targets = [SurrogateTarget(resampled(embedders[name], resample), *anchors[3 * i : 3 * i + 3])

@@ -18,7 +18,7 @@ from onnx import TensorProto, helper, numpy_helper, version_converter
 from facecloak.assets import asset
 from facecloak.models import get_card
 from facecloak.models.registry import ModelCard
-from facecloak.models.surrogate import _dynamic_batch
+from facecloak.models.surrogate import runtime_model
 
 INPUT_NAME = "faces"
 OUTPUT_NAME = "embedding"
@@ -68,7 +68,7 @@ def _normalise(raw: str) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
 def surrogate_graph(name: str, size: int = 112) -> onnx.ModelProto:
     """The registered model ``name`` wrapped to take [0, 1] RGB faces at ``size`` px, any batch."""
     card = get_card(name)
-    model = _dynamic_batch(onnx.load(str(asset(card.file))))
+    model = runtime_model(card)
     if any(op.domain not in ("", "ai.onnx") or op.version > 17 for op in model.opset_import):
         raise NotImplementedError(f"{card.file}: only default-domain opsets <= 17 are supported (ReduceL2 axes attribute)")
     if size != card.input_size and model.opset_import[0].version < _RESIZE_OPSET:

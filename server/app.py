@@ -86,8 +86,9 @@ class FaceCloakServer:
         self.active_backend = config.backend  # what actually serves, known after warm-up (fallbacks)
         self.view_generator = "augment"
         self.notes: list[str] = []  # why these views and this backend (choices, fallbacks): for Describe
-        self.defaults = replace(EnrollConfig(), surrogates=tuple(m for m in EnrollConfig().surrogates if m in config.models)
-                                or config.models)
+        base = EnrollConfig()
+        self.defaults = replace(base, surrogates=tuple(m for m in base.surrogates if m in config.models) or config.models,
+                                pgd=replace(base.pgd, bf16_surrogates=config.bf16_surrogates))
         self.limits = OptionLimits(config.models, config.max_views, config.max_check_views, config.max_iterations,
                                    config.max_masks)
         self.pool = EnrollPool(None, config.workers, config.queue_depth, self.metrics,  # enroller set by warm-up
@@ -144,7 +145,8 @@ class FaceCloakServer:
                             surrogates=self.defaults.surrogates, views=self.defaults.views, pgd=self.defaults.pgd)
         assembled = build_enroller(spec)
         self.view_generator, self.active_backend = assembled.view_backend, assembled.backend
-        self.notes = list(assembled.notes)
+        view_reason, *fallbacks = assembled.notes
+        self.notes = [view_reason, f"surrogates in {'bfloat16' if self.defaults.pgd.bf16_surrogates else 'float32'}", *fallbacks]
         log.info("view backend", extra={"choice": assembled.notes[0]})
         return assembled.enroller
 

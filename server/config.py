@@ -31,6 +31,7 @@ class ServerConfig:
     torch_threads: int = 0  # 0 = torch's default
     backend: str = "torch-cpu"
     engine_dir: str | None = None  # facecloak-export output for the engine backends (default engines/build)
+    bf16_surrogates: bool = False  # PGDConfig.bf16_surrogates in every enrollment (docs/eval.md "Reduced precision")
     models: tuple[str, ...] = DEFAULT_SURROGATES  # surrogates loaded at start-up; requests may pick a subset
     max_image_bytes: int = 20 * 1024 * 1024
     max_image_pixels: int = 40_000_000
@@ -104,6 +105,16 @@ def _field_types() -> dict[str, type]:
     return out
 
 
+def _boolean(value: object) -> bool:
+    """A TOML boolean, or true/false (1/0, yes/no, on/off) from the environment or a flag."""
+    if isinstance(value, bool):
+        return value
+    words = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+    if str(value).strip().lower() not in words:
+        raise ValueError("expected true or false")
+    return words[str(value).strip().lower()]
+
+
 def _convert(name: str, value: object) -> object:
     kind = _field_types()[name]
     try:
@@ -112,6 +123,8 @@ def _convert(name: str, value: object) -> object:
             return tuple(str(v).strip() for v in items if str(v).strip())
         if kind is str and not isinstance(value, str):
             raise ValueError("expected a string")
+        if kind is bool:
+            return _boolean(value)
         return kind(value)
     except (TypeError, ValueError) as exc:
         raise BadOptionError(f"bad value for {name}: {value!r} ({exc})") from None

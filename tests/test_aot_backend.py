@@ -84,3 +84,22 @@ def test_a_lost_race_uses_the_winners_folder(tmp_path: Path, monkeypatch: pytest
     assert prepare_aot(SPEC, say=lambda _: None) == final
     assert json.loads((final / MANIFEST_NAME).read_text()) == {"winner": True}
     assert [p.name for p in final.parent.iterdir()] == [final.name]  # the loser's scratch copy is gone
+
+
+def test_a_bf16_step_is_compiled_under_its_own_key_and_learns_like_the_pytorch_bf16_step(
+        cache: Path, selfie: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FACECLOAK_CACHE", str(cache))
+    pgd = replace(PGD, bf16_surrogates=True)
+    spec, config = replace(SPEC, pgd=pgd), replace(CONFIG, pgd=pgd)
+    assert assemble.aot_folder(spec) != assemble.aot_folder(SPEC)
+    said: list[str] = []
+    fast = build_enroller(spec, say=said.append)
+    assert fast.backend == "aot-cpu" and len(said) == 1  # compiled once more, for this key
+    manifest = json.loads((assemble.aot_folder(spec) / MANIFEST_NAME).read_text())
+    (artefact,) = (a for a in manifest["artefacts"].values() if a["kind"] == "aot-step")
+    assert artefact["attributes"]["pgd"]["bf16_surrogates"] == 1.0
+    reference = build_enroller(replace(spec, backend="torch-cpu")).enroller.enroll(selfie, config)
+    got = fast.enroller.enroll(selfie, config)
+    assert (np.abs(got.mask.delta - reference.mask.delta) < 1 / 255).mean() > 0.8
+    assert abs(got.self_check[0].after - reference.self_check[0].after) < 0.05
+    assert got.self_check[0].after < got.self_check[0].before - 0.05

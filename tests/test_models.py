@@ -133,3 +133,33 @@ def test_interpreter_abs_and_transpose_match_onnx_runtime(perm):
     out = OnnxGraphModule(model)(torch.from_numpy(x)).numpy()
     (ref,) = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
     assert out.shape == ref.shape and np.array_equal(out, ref)
+
+
+def test_dead_weights_are_zeroed_without_changing_the_function(aligned_faces):
+    """Faceplugin's near-zero weights (the subnormal slow path on x86) are zeroed in the torch embedder and in
+    the model ONNX runtimes receive, and ONNX Runtime embeds real faces the same with and without them."""
+    import onnx
+
+    from facecloak.assets import asset
+    from facecloak.models.surrogate import runtime_model
+    from facecloak.models.weights import DEAD_WEIGHT
+
+    def dead(arrays) -> int:
+        floats = (np.asarray(a) for a in arrays)
+        return sum(int(((a != 0) & (np.abs(a) < DEAD_WEIGHT)).sum()) for a in floats if np.issubdtype(a.dtype, np.floating))
+
+    card = get_card("faceplugin")
+    original, prepared = onnx.load(str(asset(card.file))), runtime_model(card)
+    assert dead(onnx.numpy_helper.to_array(i) for i in original.graph.initializer) > 100_000  # the file's dead channels
+    assert dead(onnx.numpy_helper.to_array(i) for i in prepared.graph.initializer) == 0
+    net = torch_embedder("faceplugin").net
+    assert dead(getattr(net, buffer) for buffer in net._names.values()) == 0
+    x = np.ascontiguousarray(DOCUMENTED_INPUT["faceplugin"](aligned_faces.astype(np.float64)), np.float32)
+
+    def run(model):
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        return session.run(None, {card.input_name: x})[0]
+
+    np.testing.assert_allclose(run(prepared), run(original), rtol=0, atol=1e-6)

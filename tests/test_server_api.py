@@ -40,7 +40,8 @@ def test_describe_reflection_health_and_metrics():
         assert [(m.name, m.sha256, m.embedding_dim) for m in info.models] == [("sface", SFACE_SHA256, 128)]
         assert info.limits.queue_depth == 8 and info.limits.max_message_bytes > info.limits.max_image_bytes
         assert info.limits.max_queued_pixels == 64_000_000
-        assert len(info.notes) == 1 and info.notes[0].startswith("augment")  # why these views (no Arc2Face here)
+        assert len(info.notes) == 2 and info.notes[0].startswith("augment")  # why these views (no Arc2Face here)
+        assert info.notes[1] == "surrogates in float32"
         assert list(info.defaults.surrogates) == ["sface"] and info.versions["grpcio"] == grpc.__version__
 
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
@@ -68,12 +69,17 @@ def test_config_precedence_file_env_flags(tmp_path):
     config = load_config(["--config", str(path), "--queue-depth", "5"], env)
     assert (config.port, config.workers, config.queue_depth, config.models) == (7000, 3, 5, ("sface",))
     assert config.api_keys == ("app:" + "s" * 20,)
+    path.write_text("bf16_surrogates = true\n")
+    assert load_config(["--config", str(path)], {}).bf16_surrogates
+    assert not load_config(["--config", str(path)], {"FACECLOAK_SERVER_BF16_SURROGATES": "off"}).bf16_surrogates
+    assert load_config(["--bf16-surrogates", "yes"], {}).bf16_surrogates and not load_config([], {}).bf16_surrogates
 
 
 @pytest.mark.parametrize("argv, env, message", [
     (["--port", "70000"], {}, "port"),
     (["--workers", "two"], {}, "workers"),
     (["--backend", "openvino"], {}, "not available"),
+    (["--bf16-surrogates", "maybe"], {}, "bf16_surrogates: 'maybe' .expected true or false"),
     (["--models", "sface,nope"], {}, "nope"),
     (["--tls-cert", __file__], {}, "both tls_cert and tls_key"),
     ([], {"FACECLOAK_SERVER_NO_SUCH_SETTING": "1"}, "no_such_setting"),

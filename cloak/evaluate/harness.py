@@ -129,7 +129,8 @@ class Harness:
                            diversity_rotation=self.cfg.eot_rotation, upload_jpeg=self.cfg.eot_jpeg,
                            skip_gradient=self.cfg.skip_gradient, visibility_weight=self.cfg.visibility_weight,
                            spectrum_rho=self.cfg.eot_spectrum, grad_sigma=self.cfg.gradient_blur,
-                           member_separation=self.cfg.member_separation, view_separation=self.cfg.view_separation),
+                           member_separation=self.cfg.member_separation, view_separation=self.cfg.view_separation,
+                           bf16_surrogates=self.cfg.bf16_surrogates),
             members=self.cfg.mask_set,
         )
 

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from onnx import numpy_helper
 
+from .weights import zero_dead_weights
+
 Tensor = torch.Tensor
 OpFn = Callable[[Sequence[Tensor | None], dict], Tensor]
 RESIDUAL_ADD = "ResidualAdd"  # an Add of two computed activations, found at load time
@@ -229,7 +231,7 @@ class OnnxGraphModule(torch.nn.Module):
 
     def _register(self, name: str, value: np.ndarray) -> None:
         buffer = f"c{len(self._names)}"
-        tensor = torch.from_numpy(np.array(value))
+        tensor = torch.from_numpy(np.array(zero_dead_weights(np.asarray(value))))  # also what BatchNorm folding made
         self.register_buffer(buffer, tensor.float() if tensor.is_floating_point() else tensor, persistent=False)
         self._names[name] = buffer
 

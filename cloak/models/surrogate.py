@@ -14,6 +14,7 @@ from ..assets import asset
 from ..errors import ExtraMissingError
 from .onnx_torch import load_torch_model
 from .registry import ModelCard, get_card
+from .weights import without_dead_weights
 
 
 def _to_model_input(faces: torch.Tensor, card: ModelCard) -> torch.Tensor:
@@ -59,13 +60,18 @@ def _dynamic_batch(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+def runtime_model(card: ModelCard) -> onnx.ModelProto:
+    """The card's model file as every ONNX runtime receives it: a dynamic batch, dead weights zeroed (``weights``)."""
+    return without_dead_weights(_dynamic_batch(onnx.load(str(asset(card.file)))))
+
+
 class OrtEmbedder:
     """Inference embedding with ONNX Runtime, same preprocessing as ``TorchEmbedder``."""
 
     def __init__(self, card: ModelCard, threads: int = 0) -> None:
         ort = import_onnxruntime()
         self.card = card
-        model = _dynamic_batch(onnx.load(str(asset(card.file))))
+        model = runtime_model(card)
         opts = ort.SessionOptions()
         opts.log_severity_level = 3  # the shipped SFace carries dead initialisers ORT warns about
         opts.intra_op_num_threads = threads

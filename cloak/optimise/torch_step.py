@@ -135,6 +135,14 @@ def colour_project(x: torch.Tensor, bound: torch.Tensor, chroma_ratio: float) ->
     return clip_to_budget(luma + chroma, bound)  # a no-op up to rounding
 
 
+def surrogate_embedding(embed: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor, bf16: bool) -> torch.Tensor:
+    """``embed(batch)`` as float32, computed in bfloat16 under autocast if ``bf16`` (PGDConfig.bf16_surrogates)."""
+    if not bf16:
+        return embed(batch)
+    with torch.autocast(batch.device.type, dtype=torch.bfloat16):
+        return embed(batch).float()
+
+
 def pgd_step(
     state: StepState, views: torch.Tensor, bound: torch.Tensor, steps: torch.Tensor, view_bound: torch.Tensor,
     targets: Sequence[SurrogateTarget], cfg: PGDConfig, theta: torch.Tensor, down_size: int,
@@ -166,7 +174,7 @@ def pgd_step(
     batch = diversify(cloaked, theta, down_size, angle if cfg.diversity_rotation else None, cfg.upload_jpeg,
                       spectrum if cfg.spectrum_rho else None)
     with residual_gradient(cfg.skip_gradient):  # only the backward differs (SGM)
-        embedded = [t.embed(batch) for t in targets]
+        embedded = [surrogate_embedding(t.embed, batch, cfg.bf16_surrogates) for t in targets]
         losses = [cloak_loss(e.unflatten(0, (members, -1)) if members else e, t, cfg.self_weight, cfg.member_separation,
                              cfg.view_separation)
                   for e, t in zip(embedded, targets)]

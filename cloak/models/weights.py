@@ -1,0 +1,36 @@
+"""Dead weights: near-zero weights set to exactly zero before any runtime sees a model.
+
+Weight decay leaves switched-off channels whose weights shrink towards zero without reaching it. The
+Faceplugin file holds 167,973 of its 1.19 M weights below 1e-20 (8,938 subnormal). On x86 those weights, and
+the subnormal activations they produce, take the processor's slow path: one of its 1x1 convolutions runs
+in 41 ms instead of 0.8 ms, and flush-to-zero modes set from Python do not reach oneDNN's or ONNX Runtime's
+worker threads. A weight below 1e-20 times any activation these networks produce stays far under float32's
+resolution of an embedding: ONNX Runtime returns bit-identical embeddings with and without them
+(tests/test_models.py). Measured on a 2-core Xeon (AVX-512): Faceplugin inference in ONNX Runtime 273 -> 49 ms
+for 8 faces, forward + backward in PyTorch eager 0.38 -> 0.15 s; the default ensemble's AOT step 505 -> 274 ms.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+DEAD_WEIGHT = 1e-20  # magnitudes below this are zeroed
+
+
+def zero_dead_weights(values: np.ndarray) -> np.ndarray:
+    """``values`` with floating-point magnitudes below ``DEAD_WEIGHT`` set to zero (other dtypes as they are)."""
+    if not np.issubdtype(values.dtype, np.floating):
+        return values
+    return np.where(np.abs(values) < DEAD_WEIGHT, np.zeros_like(values), values)
+
+
+def without_dead_weights(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with the dead weights of every floating-point initialiser zeroed, in place; returned."""
+    for init in model.graph.initializer:
+        values = numpy_helper.to_array(init)
+        zeroed = zero_dead_weights(values)
+        if zeroed is not values and np.any(zeroed != values):
+            init.CopyFrom(numpy_helper.from_array(zeroed.astype(values.dtype), init.name))
+    return model
