@@ -2,7 +2,7 @@
 
 For each surrogate set (``--sets``, sets separated by spaces, members by commas) both steps are compiled
 (``facecloak-export aot`` / ``aot --bf16``: export.step_graph.compile_step_aot) into a temporary folder and
-run on the same inputs (8 views at 112 px): median milliseconds per step, the bf16 / fp32 speed ratio, and
+run on the same inputs (8 views at 112 px), in alternation: median milliseconds per step, the bf16 / fp32 speed ratio, and
 how far bf16 moves one step (share of delta pixels updated identically; the loss). Protection is measured
 by the benchmark (``bench/transfer_ablation.py --variants base,bf16``), not here. bf16 pays only where the
 CPU multiplies it in hardware (AMX tiles): the machine's fp32 and bf16 matmul peaks are printed first.
@@ -31,21 +31,25 @@ from facecloak.export.step_graph import StepSpec, compile_step_aot, example_inpu
 from facecloak.optimise import PGDConfig  # noqa: E402
 
 
-def time_step(spec: StepSpec, folder: Path, repeats: int) -> tuple[float, tuple[torch.Tensor, ...], float]:
-    """Compile ``spec``'s AOT step into ``folder``; (median seconds per step, its outputs, compile seconds)."""
+def compile_step(spec: StepSpec, folder: Path) -> tuple[object, float]:
+    """``spec``'s AOT step compiled into ``folder`` and loaded; (the package's runner, compile seconds)."""
     path = folder / f"{spec.name}_{'bf16' if spec.pgd.bf16_surrogates else 'fp32'}.pt2"
     start = time.perf_counter()
     compile_step_aot(spec, path)
-    compiled = time.perf_counter() - start
-    run, inputs = torch._inductor.aoti_load_package(str(path)), example_inputs(spec)
-    seconds = []
+    return torch._inductor.aoti_load_package(str(path)), time.perf_counter() - start
+
+
+def time_interleaved(runs: list[object], inputs: tuple[torch.Tensor, ...], repeats: int) -> tuple[list[float], list[tuple]]:
+    """Median seconds per step of each runner, timed in alternation (a drifting machine slows all alike), and outputs."""
+    seconds: list[list[float]] = [[] for _ in runs]
     with torch.no_grad():
-        out = run(*inputs)  # warm-up
+        outputs = [tuple(run(*inputs)) for run in runs]  # warm-up
         for _ in range(repeats):
-            start = time.perf_counter()
-            out = run(*inputs)
-            seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds), tuple(out), compiled
+            for i, run in enumerate(runs):
+                start = time.perf_counter()
+                run(*inputs)
+                seconds[i].append(time.perf_counter() - start)
+    return [statistics.median(s) for s in seconds], outputs
 
 
 def main() -> None:
@@ -65,9 +69,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="facecloak-step-precision-") as scratch:
         for text in args.sets:
             models = tuple(m for m in text.split(",") if m)
-            plain, plain_out, plain_compile = time_step(StepSpec(models, args.views), Path(scratch), args.repeats)
-            half, half_out, half_compile = time_step(StepSpec(models, args.views, pgd=PGDConfig(bf16_surrogates=True)),
-                                                     Path(scratch), args.repeats)
+            specs = [StepSpec(models, args.views, pgd=PGDConfig(bf16_surrogates=bf16)) for bf16 in (False, True)]
+            (plain_run, plain_compile), (half_run, half_compile) = (compile_step(s, Path(scratch)) for s in specs)
+            (plain, half), (plain_out, half_out) = time_interleaved([plain_run, half_run], example_inputs(specs[0]), args.repeats)
             same = (plain_out[0] == half_out[0]).float().mean().item()
             print(f"{'+'.join(models):26s} {plain * 1e3:8.0f} {half * 1e3:8.0f} {plain / half:7.2f}x {same:10.1%} "
                   f"{float(plain_out[3]):10.4f} {float(half_out[3]):10.4f}  {plain_compile:.0f} / {half_compile:.0f}", flush=True)
