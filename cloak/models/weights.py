@@ -1,7 +1,7 @@
 """Dead weights: near-zero weights set to exactly zero before any runtime sees a model.
 
 Weight decay leaves switched-off channels whose weights shrink towards zero without reaching it. The
-Faceplugin file holds 167,973 of its 1.19 M weights below 1e-20 (8,938 subnormal). On x86 those weights, and
+Faceplugin file holds 176,911 of its 1.19 M weights below 1e-20 (8,938 subnormal). On x86 those weights, and
 the subnormal activations they produce, take the processor's slow path: one of its 1x1 convolutions runs
 in 41 ms instead of 0.8 ms, and flush-to-zero modes set from Python do not reach oneDNN's or ONNX Runtime's
 worker threads. A weight below 1e-20 times any activation these networks produce stays far under float32's
