@@ -219,9 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"where the optimisation runs (default ${BACKEND_ENV} or auto: the fastest measured, "
                         "prepared once into the user cache; torch-cpu: PyTorch eager)")
     enroll.add_argument("--bf16", action="store_true",
-                        help="run the surrogates in bfloat16 while the mask is learned: 1.65x faster per step for FaceNet "
+                        help="run the surrogates in bfloat16 while the mask is learned: 1.8x faster per step for FaceNet "
                         "on a CPU with AMX, no faster for the MobileFaceNets of the default ensemble (docs/eval.md "
-                        "'Reduced precision')")
+                        "'Reduced precision and dead weights')")
     enroll.set_defaults(func=cmd_enroll)
 
     apply = sub.add_parser("apply", help="cloak a photo with your mask, at full resolution")

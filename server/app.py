@@ -147,7 +147,7 @@ class FaceCloakServer:
         self.view_generator, self.active_backend = assembled.view_backend, assembled.backend
         view_reason, *fallbacks = assembled.notes
         self.notes = [view_reason, f"surrogates in {'bfloat16' if self.defaults.pgd.bf16_surrogates else 'float32'}", *fallbacks]
-        log.info("view backend", extra={"choice": assembled.notes[0]})
+        log.info("view backend", extra={"choice": view_reason})
         return assembled.enroller
 
     def _warm(self) -> None:

@@ -31,7 +31,7 @@ class ServerConfig:
     torch_threads: int = 0  # 0 = torch's default
     backend: str = "torch-cpu"
     engine_dir: str | None = None  # facecloak-export output for the engine backends (default engines/build)
-    bf16_surrogates: bool = False  # PGDConfig.bf16_surrogates in every enrollment (docs/eval.md "Reduced precision")
+    bf16_surrogates: bool = False  # PGDConfig.bf16_surrogates in every enrollment (docs/eval.md "Reduced precision and dead weights")
     models: tuple[str, ...] = DEFAULT_SURROGATES  # surrogates loaded at start-up; requests may pick a subset
     max_image_bytes: int = 20 * 1024 * 1024
     max_image_pixels: int = 40_000_000
@@ -110,9 +110,10 @@ def _boolean(value: object) -> bool:
     if isinstance(value, bool):
         return value
     words = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
-    if str(value).strip().lower() not in words:
+    word = str(value).strip().lower()
+    if word not in words:
         raise ValueError("expected true or false")
-    return words[str(value).strip().lower()]
+    return words[word]
 
 
 def _convert(name: str, value: object) -> object:

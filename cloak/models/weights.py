@@ -5,9 +5,10 @@ Faceplugin file holds 176,911 of its 1.19 M weights below 1e-20 (8,938 subnormal
 the subnormal activations they produce, take the processor's slow path: one of its 1x1 convolutions runs
 in 41 ms instead of 0.8 ms, and flush-to-zero modes set from Python do not reach oneDNN's or ONNX Runtime's
 worker threads. A weight below 1e-20 times any activation these networks produce stays far under float32's
-resolution of an embedding: ONNX Runtime returns bit-identical embeddings with and without them
-(tests/test_models.py). Measured on a 2-core Xeon (AVX-512): Faceplugin inference in ONNX Runtime 273 -> 49 ms
-for 8 faces, forward + backward in PyTorch eager 0.38 -> 0.15 s; the default ensemble's AOT step 505 -> 274 ms.
+resolution of an embedding: ONNX Runtime's embeddings with and without them agreed exactly in our check
+(tests/test_models.py holds them within 1e-6). Measured in probes on a 2-core Xeon (AVX-512): Faceplugin inference
+in ONNX Runtime 273 -> 49 ms for 8 faces, forward + backward in PyTorch eager 0.38 -> 0.15 s; the default
+ensemble's AOT step 505 -> 274 ms (docs/eval.md "Reduced precision and dead weights").
 """
 
 from __future__ import annotations
@@ -32,5 +33,5 @@ def without_dead_weights(model: onnx.ModelProto) -> onnx.ModelProto:
         values = numpy_helper.to_array(init)
         zeroed = zero_dead_weights(values)
         if zeroed is not values and np.any(zeroed != values):
-            init.CopyFrom(numpy_helper.from_array(zeroed.astype(values.dtype), init.name))
+            init.CopyFrom(numpy_helper.from_array(zeroed, init.name))
     return model

@@ -77,8 +77,9 @@ class PGDConfig:
     view_separation: float = 0.0
     # Reduced precision: the surrogates' forward and backward run in bfloat16 (PyTorch autocast: convolutions
     # and matrix products in bf16, their weights cast once per step); the loss, gradient, momentum and the
-    # projection stay float32. On a CPU with AMX (Intel Sapphire Rapids and later) the step runs ~2x faster;
-    # without it bf16 is emulated and slower. Measured against float32 in docs/eval.md "Reduced precision".
+    # projection stay float32. On a CPU with AMX (Intel Sapphire Rapids and later) FaceNet's step runs 1.8x faster,
+    # the default MobileFaceNets' no faster; without AMX bf16 is emulated. Measured in docs/eval.md
+    # "Reduced precision and dead weights".
     bf16_surrogates: bool = False
 
     def validate(self) -> None:
