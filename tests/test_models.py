@@ -1,6 +1,7 @@
 from dataclasses import replace
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -135,11 +136,34 @@ def test_interpreter_abs_and_transpose_match_onnx_runtime(perm):
     assert out.shape == ref.shape and np.array_equal(out, ref)
 
 
+@pytest.mark.parametrize("slope_shape", [(4, 1, 1), (1,)])
+def test_interpreter_prelu_matches_onnx_runtime_with_and_without_gradient(slope_shape):
+    """PReLU runs on aten's kernel when no gradient is needed and as x * factor when one is: both give
+    ONNX Runtime's values, and the input gradient is the PReLU derivative (slopes < 0, in (0, 1), > 1)."""
+    rng = np.random.default_rng(0)
+    slope = np.array([-0.5, 0.0, 0.25, 1.5][: int(np.prod(slope_shape))], np.float32).reshape(slope_shape)
+    graph = helper.make_graph([helper.make_node("PRelu", ["x", "slope"], ["y"])], "t",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4, 5, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [onnx.numpy_helper.from_array(slope, "slope")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    x = rng.standard_normal((2, 4, 5, 6)).astype(np.float32)
+    x[0, 0, 0, :2] = 0.0  # the kink: ONNX and the derivative below take x >= 0 as the positive side
+    (ref,) = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    net = OnnxGraphModule(model)
+    with torch.no_grad():
+        assert np.array_equal(net(torch.from_numpy(x)).numpy(), ref)
+    inp = torch.from_numpy(x).requires_grad_(True)
+    out = net(inp)
+    upstream = torch.from_numpy(rng.standard_normal(x.shape).astype(np.float32))
+    (grad,) = torch.autograd.grad(out, inp, upstream)
+    assert np.array_equal(out.detach().numpy(), ref)
+    assert np.array_equal(grad.numpy(), np.where(x >= 0, 1.0, slope).astype(np.float32) * upstream.numpy())
+
+
 def test_dead_weights_are_zeroed_without_changing_the_function(aligned_faces):
     """Faceplugin's near-zero weights (the subnormal slow path on x86) are zeroed in the torch embedder and in
     the model ONNX runtimes receive, and ONNX Runtime embeds real faces the same with and without them."""
-    import onnx
-
     from facecloak.assets import asset
     from facecloak.models.surrogate import runtime_model
     from facecloak.models.weights import DEAD_WEIGHT

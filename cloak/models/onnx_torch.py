@@ -83,12 +83,17 @@ def _batch_norm(x: Sequence[Tensor | None], a: dict) -> Tensor:
 
 
 def _prelu(x: Sequence[Tensor | None], a: dict) -> Tensor:
-    slope = x[1]
-    if slope.dim() == 1 and x[0].dim() == 4:
+    inp, slope = x[0], x[1]
+    if slope.dim() == 1 and inp.dim() == 4:
         slope = slope.reshape(-1, 1, 1)
-    # Written as x * factor because aten's PReLU backward also computes the (frozen) slope
-    # gradient, a quarter of a PGD step on CPU; here the backward is a single multiply.
-    return x[0] * torch.where(x[0] >= 0, 1.0, slope)
+    per_channel = slope.numel() == 1 or (inp.dim() >= 2 and slope.numel() == inp.shape[1] == slope.shape[0])
+    if per_channel and not (torch.is_grad_enabled() and inp.requires_grad):
+        return F.prelu(inp, slope.reshape(-1))  # aten's vectorised kernel: ~15x the arithmetic below
+    # Written as x * factor because aten's PReLU backward also computes the (frozen) slope gradient,
+    # a quarter of a PGD step on CPU; here the backward is a single multiply. The factor is
+    # arithmetic, not torch.where: aten's where is not vectorised and cost 12 multiplies.
+    positive = (inp >= 0).to(inp.dtype)
+    return inp * (positive + slope * (1 - positive))
 
 
 def _gemm(x: Sequence[Tensor | None], a: dict) -> Tensor:
