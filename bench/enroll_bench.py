@@ -4,10 +4,12 @@
     .venv/bin/python bench/enroll_bench.py --quick              # sface, 2 views x 3 iterations
     .venv/bin/python bench/enroll_bench.py --backends torch-cpu,auto,ort-cpu --repeats 5
     .venv/bin/python bench/enroll_bench.py --backends torch-cpu,auto,auto:bf16   # and the surrogates in bfloat16
+    .venv/bin/python bench/enroll_bench.py --backends auto:subnormals,auto   # what flushing subnormals saves
     .venv/bin/python bench/enroll_bench.py --set 4 --set-views 4   # and a mask set of 4 on 4 views, x the single mask
 
-A backend may name the surrogates' precision after a colon (``auto:bf16`` = ``facecloak enroll --bf16``;
-default fp32).
+A backend may carry options after colons: the surrogates' precision (``auto:bf16`` = ``facecloak enroll
+--bf16``; default fp32) and ``subnormals`` to keep the CPU's subnormal arithmetic, as a process that never
+calls ``flush_subnormals`` does (``auto,auto:subnormals`` times what flushing them saves).
 Each backend runs in its own process (so its peak RSS is its own), built by facecloak.assemble exactly
 as `facecloak enroll` builds it. "first use" is building the enroller plus the first enrollment: for
 "auto" on a cold cache it includes the one-time AOT compilation (use --cold to force that).
@@ -35,17 +37,22 @@ from facecloak.presets import DEFAULT_SURROGATES
 BASELINE = "torch-cpu"
 
 
-def backend_and_precision(entry: str) -> tuple[str, bool]:
-    """``auto:bf16`` -> ("auto", True: PGDConfig.bf16_surrogates); ``auto`` or ``auto:fp32`` -> ("auto", False)."""
-    backend, _, precision = entry.partition(":")
-    if precision not in ("", "fp32", "bf16"):
-        sys.exit(f"unknown precision {precision!r} in {entry!r} (fp32 or bf16)")
-    return backend, precision == "bf16"
+ENTRY_OPTIONS = ("fp32", "bf16", "subnormals")
+
+
+def parse_entry(entry: str) -> tuple[str, bool, bool]:
+    """BACKEND[:OPTION...] -> (backend, surrogates in bf16 (PGDConfig.bf16_surrogates), flush subnormals):
+    ``auto`` -> ("auto", False, True); ``auto:bf16:subnormals`` -> ("auto", True, False)."""
+    backend, *options = entry.split(":")
+    unknown = [o for o in options if o not in ENTRY_OPTIONS]
+    if unknown:
+        sys.exit(f"unknown option {unknown[0]!r} in {entry!r} (one of {', '.join(ENTRY_OPTIONS)})")
+    return backend, "bf16" in options, "subnormals" not in options
 
 
 def measure(entry: str, surrogates: tuple[str, ...], views: int, iterations: int, repeats: int, photo: str,
             members: int = 1) -> dict:
-    """One backend (``entry``: BACKEND[:PRECISION]) in this process: first use, then ``repeats`` timed enrollments
+    """One backend (``entry``: BACKEND[:OPTION...]) in this process: first use, then ``repeats`` timed enrollments
     (of a set of ``members``)."""
     from dataclasses import replace
 
@@ -54,7 +61,11 @@ def measure(entry: str, surrogates: tuple[str, ...], views: int, iterations: int
     from facecloak.enroll import EnrollConfig
     from facecloak.imageio import read_image
 
-    backend, bf16 = backend_and_precision(entry)
+    from facecloak.models.weights import flush_subnormals
+
+    backend, bf16, flush = parse_entry(entry)
+    if flush:  # as `facecloak enroll` does, before any worker thread exists
+        flush_subnormals()
     base = EnrollConfig()
     config = replace(base, surrogates=surrogates, views=views, pgd=replace(base.pgd, iterations=iterations, bf16_surrogates=bf16),
                      members=members)
@@ -108,7 +119,7 @@ def optimise_gflop(surrogates: tuple[str, ...], views: int, iterations: int) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backends", default=f"{BASELINE},auto",
-                        help="comma list of BACKEND[:PRECISION]; the first is the baseline")
+                        help="comma list of BACKEND[:OPTION...] (fp32, bf16, subnormals); the first is the baseline")
     parser.add_argument("--surrogates", default=",".join(DEFAULT_SURROGATES))
     parser.add_argument("--views", type=int, default=8)
     parser.add_argument("--iterations", type=int, default=10)

@@ -82,6 +82,7 @@ def _say(line: str) -> None:
 def cmd_enroll(args: argparse.Namespace) -> int:
     from .assemble import EnrollerSpec, build_enroller
     from .mask import encode_mask_set
+    from .models.weights import flush_subnormals
 
     out = Path(args.output)
     if out.suffix != MASK_SUFFIX:
@@ -99,6 +100,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         finally:
             bar.close()
     else:
+        flush_subnormals()  # before the first parallel op, so every worker thread inherits it
         # A set's K members step together: the compiled step is prepared for that shape.
         spec = EnrollerSpec(backend=args.backend, surrogates=config.surrogates, views=config.views, pgd=config.pgd,
                             members=config.step_members, view_backend="augment")
@@ -148,6 +150,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 def cmd_gallery_build(args: argparse.Namespace) -> int:
     from .anchors import build_gallery, list_images
+    from .models.weights import flush_subnormals
 
     root = Path(args.directory)
     if not root.is_dir():
@@ -157,6 +160,7 @@ def cmd_gallery_build(args: argparse.Namespace) -> int:
     if not images:
         raise BadOptionError(f"no .jpg/.png/.webp images under {root}")
     models = tuple(m for m in args.models.split(",") if m)
+    flush_subnormals()
     with tqdm(total=len(images), desc="gallery", unit="img", file=sys.stderr, disable=None) as bar:
         gallery = build_gallery(images, root, models, progress=lambda done, total: bar.update(done - bar.n))
     gallery.save(args.output)

@@ -30,8 +30,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def serve(config: ServerConfig) -> int:
     """Start the service with ``config`` and block until SIGINT/SIGTERM, then drain."""
     configure_logging(config.log_level)
+    from ..models.weights import flush_subnormals
     from .app import FaceCloakServer  # heavy imports (torch) only once the flags are valid
 
+    flush_subnormals()  # before any worker thread exists (PyTorch, ONNX Runtime, gRPC), so all inherit it
     try:
         server = FaceCloakServer(config)
         port = server.start()

@@ -14,10 +14,13 @@ FAST = ["--views", "4", "--iterations", "3"]
 
 
 @pytest.mark.parametrize("surrogates", ["sface", "facenet"])
-def test_enroll_then_apply_on_lfw(tmp_path, lfw, surrogates, capsys):
+def test_enroll_then_apply_on_lfw(tmp_path, lfw, surrogates, capsys, monkeypatch):
+    flushed = []  # and this test process keeps its own floating-point mode
+    monkeypatch.setattr("facecloak.models.weights.flush_subnormals", lambda: flushed.append(True) or True)
     photos = person_photos(lfw, "Serena_Williams")
     mask_path = tmp_path / "me.fcmask"
     assert main(["enroll", str(photos[0]), "-o", str(mask_path), "--surrogates", surrogates, *FAST]) == 0
+    assert flushed == [True]  # enroll flushes subnormals once, before its worker threads start
     mask = decode_mask(mask_path.read_bytes())
     assert mask.models == (surrogates,) and mask_path.stat().st_size <= 16 * 1024
     out = tmp_path / "cloaked.png"

@@ -1,3 +1,6 @@
+import platform
+import subprocess
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -159,6 +162,24 @@ def test_interpreter_prelu_matches_onnx_runtime_with_and_without_gradient(slope_
     (grad,) = torch.autograd.grad(out, inp, upstream)
     assert np.array_equal(out.detach().numpy(), ref)
     assert np.array_equal(grad.numpy(), np.where(x >= 0, 1.0, slope).astype(np.float32) * upstream.numpy())
+
+
+FLUSH_PROBE = """
+import torch
+from facecloak.models.weights import flush_subnormals
+supported = flush_subnormals()
+torch.set_num_threads(2)
+x = torch.full((1 << 22,), 1e-39)  # subnormal float32; the multiply below is split across both threads
+print(supported, int((x * 1.0).count_nonzero()))
+"""
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="flush-to-zero and denormals-are-zero are x86 modes")
+def test_flush_subnormals_reaches_the_worker_threads_started_after_it():
+    """Called first in a process, every thread PyTorch starts later inherits the mode: no subnormal survives."""
+    done = subprocess.run([sys.executable, "-c", FLUSH_PROBE], capture_output=True, text=True, timeout=120, check=True)
+    supported, nonzero = done.stdout.split()
+    assert supported == "True" and nonzero == "0"
 
 
 def test_dead_weights_are_zeroed_without_changing_the_function(aligned_faces):

@@ -163,6 +163,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ..apply import face_region
     from ..errors import FaceCloakError
     from ..faces import FaceDetector, detect_largest_face
+    from ..models.weights import flush_subnormals
     from .report import EXAMPLE_METHODS, LABELS, save_examples, save_visibility_grid, write_report
     from .protocol import ensemble_label
     from .runner import RESULTS, run_eval
@@ -176,6 +177,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"wrote {write_report(results, out)}")
         return 0
     cfg = config_from_args(args)
+    flush_subnormals()  # before the detector's and PyTorch's worker threads exist, so they inherit it
     first = cfg.surrogates[0] if cfg.surrogates else ensemble_label(cfg.ensembles[0])
     detector = FaceDetector()
 

@@ -40,11 +40,16 @@ class TorchEmbedder(torch.nn.Module):
         self.net = load_torch_model(asset(card.file))
 
     def forward(self, faces: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.net(_to_model_input(faces, self.card)), dim=-1)
+        return F.normalize(self.net(self._model_input(faces)), dim=-1)
+
+    def _model_input(self, faces: torch.Tensor) -> torch.Tensor:
+        # Channels-last: oneDNN's convolutions then run without reordering every activation (eager embeddings
+        # 13-30 % faster, forward + backward 10-20 %, in probes); the compiled step chooses its own layout.
+        return _to_model_input(faces, self.card).contiguous(memory_format=torch.channels_last)
 
     def with_activation(self, faces: torch.Tensor, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
         """The embedding and one intermediate activation (a value name in the ONNX graph), one forward pass."""
-        env = self.net.run(_to_model_input(faces, self.card))
+        env = self.net.run(self._model_input(faces))
         if layer not in env:
             raise KeyError(f"{self.card.name} has no value named {layer!r} (batch norms folded into convs are renamed)")
         return F.normalize(env[self.net.output_names[0]], dim=-1), env[layer]
