@@ -31,6 +31,7 @@ from facecloak.evaluate.harness import Harness, Variant, align_probes, cloak_pro
 from facecloak.evaluate.protocol import EvalConfig, person_seed
 from facecloak.faces import align_largest_face
 from facecloak.imageio import read_image
+from facecloak.models.weights import flush_subnormals
 from facecloak.views import ViewRequest
 
 # A mid-network activation per surrogate (about half-way through), for the feature-level loss.
@@ -130,6 +131,7 @@ def main() -> None:
     args = parser.parse_args()
     start, stop = (int(v) for v in args.people.split(":"))
     cfg = EvalConfig(people=100, surrogates=(args.surrogate,), targets=(args.target,), jpeg=(90,))
+    flush_subnormals()  # as `facecloak eval` does, before any worker thread exists
     harness = Harness(cfg, log=print, threads=args.threads)
     base = EnrollConfig()
     pooled: dict[str, dict[str, list]] = {}

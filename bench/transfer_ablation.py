@@ -39,6 +39,7 @@ from facecloak.evaluate.cli import add_comparison_options, comparison_config
 from facecloak.evaluate.protocol import EvalConfig
 from facecloak.evaluate.report import paired_gap, with_interval, write_report
 from facecloak.evaluate.runner import RESULTS, run_eval
+from facecloak.models.weights import flush_subnormals
 
 
 def _grey(value: str) -> float:
@@ -142,6 +143,7 @@ def main() -> None:
     ensemble, targets = base.ensembles[0], base.targets
     if set(ensemble) & set(targets):
         raise SystemExit(f"targets {sorted(set(ensemble) & set(targets))} are in the ensemble: only black-box rows count")
+    flush_subnormals()  # as `facecloak eval` does, before any worker thread exists
     print("load at start:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
     results = {}
     for variant in args.variants.split(","):
