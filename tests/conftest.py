@@ -17,6 +17,18 @@ from facecloak.imageio import read_image
 # default AOT backend takes minutes per request shape. tests/test_aot_backend.py tests "auto" itself.
 os.environ.setdefault(BACKEND_ENV, "torch-cpu")
 
+
+
+@pytest.fixture(autouse=True)
+def flushed(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Calls of ``flush_subnormals`` made in the test process, recorded instead of made: the process keeps IEEE
+    subnormals (hypothesis refuses to draw floats under flush-to-zero, and no test may depend on which ran
+    first). Subprocesses (the CLI and server runs the suite starts) flush as in production."""
+    calls: list[bool] = []
+    monkeypatch.setattr("facecloak.models.weights.flush_subnormals", lambda: calls.append(True) or True)
+    return calls
+
+
 PEOPLE = ["Abdullah_Gul", "Tony_Blair", "Serena_Williams", "Hu_Jintao", "Laura_Bush"]
 
 

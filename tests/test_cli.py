@@ -14,9 +14,7 @@ FAST = ["--views", "4", "--iterations", "3"]
 
 
 @pytest.mark.parametrize("surrogates", ["sface", "facenet"])
-def test_enroll_then_apply_on_lfw(tmp_path, lfw, surrogates, capsys, monkeypatch):
-    flushed = []  # and this test process keeps its own floating-point mode
-    monkeypatch.setattr("facecloak.models.weights.flush_subnormals", lambda: flushed.append(True) or True)
+def test_enroll_then_apply_on_lfw(tmp_path, lfw, surrogates, capsys, flushed):
     photos = person_photos(lfw, "Serena_Williams")
     mask_path = tmp_path / "me.fcmask"
     assert main(["enroll", str(photos[0]), "-o", str(mask_path), "--surrogates", surrogates, *FAST]) == 0
