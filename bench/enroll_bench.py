@@ -5,10 +5,11 @@
     .venv/bin/python bench/enroll_bench.py --backends torch-cpu,auto,ort-cpu --repeats 5
     .venv/bin/python bench/enroll_bench.py --backends torch-cpu,auto,auto:bf16   # and the surrogates in bfloat16
     .venv/bin/python bench/enroll_bench.py --backends auto:subnormals,auto   # what flushing subnormals saves
+    .venv/bin/python bench/enroll_bench.py --backends auto,auto:bf16conv     # and the convolutions on bf16 arithmetic
     .venv/bin/python bench/enroll_bench.py --set 4 --set-views 4   # and a mask set of 4 on 4 views, x the single mask
 
 A backend may carry options after colons: the surrogates' precision (``auto:bf16`` = ``facecloak enroll
---bf16``; default fp32) and ``subnormals`` to keep the CPU's subnormal arithmetic, as a process that never
+--bf16``; default fp32), ``bf16conv`` (= ``--bf16-convolutions``) and ``subnormals`` to keep the CPU's subnormal arithmetic, as a process that never
 calls ``flush_subnormals`` does (``auto,auto:subnormals`` times what flushing them saves).
 Each backend runs in its own process (so its peak RSS is its own), built by facecloak.assemble exactly
 as `facecloak enroll` builds it. "first use" is building the enroller plus the first enrollment: for
@@ -37,17 +38,20 @@ from facecloak.presets import DEFAULT_SURROGATES
 BASELINE = "torch-cpu"
 
 
-ENTRY_OPTIONS = ("fp32", "bf16", "subnormals")
+# Entry options that set PGDConfig fields; "subnormals" keeps the CPU's subnormal arithmetic.
+PGD_OPTIONS = {"fp32": {}, "bf16": {"bf16_surrogates": True}, "bf16conv": {"bf16_convolutions": True}}
+ENTRY_OPTIONS = (*PGD_OPTIONS, "subnormals")
 
 
-def parse_entry(entry: str) -> tuple[str, bool, bool]:
-    """BACKEND[:OPTION...] -> (backend, surrogates in bf16 (PGDConfig.bf16_surrogates), flush subnormals):
-    ``auto`` -> ("auto", False, True); ``auto:bf16:subnormals`` -> ("auto", True, False)."""
+def parse_entry(entry: str) -> tuple[str, dict[str, bool], bool]:
+    """BACKEND[:OPTION...] -> (backend, PGDConfig fields to set, flush subnormals):
+    ``auto`` -> ("auto", {}, True); ``auto:bf16:subnormals`` -> ("auto", {"bf16_surrogates": True}, False)."""
     backend, *options = entry.split(":")
     unknown = [o for o in options if o not in ENTRY_OPTIONS]
     if unknown:
         sys.exit(f"unknown option {unknown[0]!r} in {entry!r} (one of {', '.join(ENTRY_OPTIONS)})")
-    return backend, "bf16" in options, "subnormals" not in options
+    pgd = {k: v for o in options if o in PGD_OPTIONS for k, v in PGD_OPTIONS[o].items()}
+    return backend, pgd, "subnormals" not in options
 
 
 def measure(entry: str, surrogates: tuple[str, ...], views: int, iterations: int, repeats: int, photo: str,
@@ -63,11 +67,11 @@ def measure(entry: str, surrogates: tuple[str, ...], views: int, iterations: int
 
     from facecloak.models.weights import flush_subnormals
 
-    backend, bf16, flush = parse_entry(entry)
+    backend, pgd, flush = parse_entry(entry)
     if flush:  # as `facecloak enroll` does, before any worker thread exists
         flush_subnormals()
     base = EnrollConfig()
-    config = replace(base, surrogates=surrogates, views=views, pgd=replace(base.pgd, iterations=iterations, bf16_surrogates=bf16),
+    config = replace(base, surrogates=surrogates, views=views, pgd=replace(base.pgd, iterations=iterations, **pgd),
                      members=members)
     image = read_image(assets_dir() / photo)
     start = time.perf_counter()
@@ -80,7 +84,7 @@ def measure(entry: str, surrogates: tuple[str, ...], views: int, iterations: int
         start = time.perf_counter()
         result = assembled.enroller.enroll(image, config)
         runs.append((time.perf_counter() - start, result.timings))
-    return {"backend": assembled.backend + (" bf16" if bf16 else ""), "notes": assembled.notes[1:], "first_use_s": first,
+    return {"backend": assembled.backend, "notes": assembled.notes[1:], "first_use_s": first,
             "median_s": statistics.median(r[0] for r in runs), "runs_s": [r[0] for r in runs],
             "stages_s": {k: statistics.median(r[1][k] for r in runs) for k in runs[0][1]},
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
@@ -119,7 +123,7 @@ def optimise_gflop(surrogates: tuple[str, ...], views: int, iterations: int) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backends", default=f"{BASELINE},auto",
-                        help="comma list of BACKEND[:OPTION...] (fp32, bf16, subnormals); the first is the baseline")
+                        help="comma list of BACKEND[:OPTION...] (fp32, bf16, bf16conv, subnormals); the first is the baseline")
     parser.add_argument("--surrogates", default=",".join(DEFAULT_SURROGATES))
     parser.add_argument("--views", type=int, default=8)
     parser.add_argument("--iterations", type=int, default=10)

@@ -13,7 +13,7 @@ Variants (``--variants``, comma-separated; settings within one joined by "+"):
 ``base`` the core's default; ``rotate:DEG`` alignment EOT (PGDConfig.diversity_rotation);
 ``jpeg:Q`` upload EOT (PGDConfig.upload_jpeg); ``sgm:GAMMA`` skip-gradient model augmentation
 (PGDConfig.skip_gradient); ``ssa:RHO`` spectrum simulation (PGDConfig.spectrum_rho); ``ti:SIGMA`` gradient blur in px (TI-FGSM,
-PGDConfig.grad_sigma); ``balance`` per-surrogate gradient balancing; ``bf16`` the surrogates in bfloat16 (PGDConfig.bf16_surrogates); ``vis:W`` the visibility penalty
+PGDConfig.grad_sigma); ``balance`` per-surrogate gradient balancing; ``bf16`` the surrogates in bfloat16 (PGDConfig.bf16_surrogates); ``bf16conv`` convolutions on bfloat16 arithmetic (PGDConfig.bf16_convolutions); ``vis:W`` the visibility penalty
 (PGDConfig.visibility_weight, issue 13); ``eps:N`` / ``epsa:N`` the budget in grey levels (base / focus:
 ``eps:4+epsa:16`` is the subtle preset); ``iters:N`` PGD steps (PGDConfig.iterations); ``views:N`` augmented
 views per step (EnrollConfig.views).
@@ -51,6 +51,7 @@ SETTINGS = {"rotate": ("eot_rotation", "pgd.diversity_rotation", float), "jpeg":
             "sgm": ("skip_gradient", "pgd.skip_gradient", float), "balance": ("balance", "pgd.balance_surrogates", bool),
             "vis": ("visibility_weight", "pgd.visibility_weight", float), "ssa": ("eot_spectrum", "pgd.spectrum_rho", float),
             "ti": ("gradient_blur", "pgd.grad_sigma", float), "bf16": ("bf16_surrogates", "pgd.bf16_surrogates", bool),
+            "bf16conv": ("bf16_convolutions", "pgd.bf16_convolutions", bool),
             "eps": ("eps", "budget.eps", _grey), "epsa": ("eps_focus", "budget.eps_focus", _grey),
             "iters": ("iterations", "pgd.iterations", int), "views": ("views", "views", int)}
 
@@ -63,7 +64,7 @@ def variant_settings(spec: str) -> dict[str, tuple[str, object]]:
         if kind == "base":
             continue
         if kind not in SETTINGS:
-            raise SystemExit(f"unknown variant setting {part!r} (base, rotate:DEG, jpeg:Q, sgm:GAMMA, ssa:RHO, ti:SIGMA, balance, bf16, "
+            raise SystemExit(f"unknown variant setting {part!r} (base, rotate:DEG, jpeg:Q, sgm:GAMMA, ssa:RHO, ti:SIGMA, balance, bf16, bf16conv, "
                              "vis:W, eps:N, epsa:N, iters:N, views:N)")
         field, pgd_field, parse = SETTINGS[kind]
         out[field] = (pgd_field, parse(values[0]) if values else True)

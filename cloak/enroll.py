@@ -23,6 +23,7 @@ from .optimise.backend import OptimiseBackend
 from .presets import DEFAULT_SURROGATES, Strength
 from .optimise.budget import border_taper
 from .optimise.perceptual import PerceptualBudget, allowed_amplitude, clip_to_allowed, face_support
+from .optimise.precision import convolution_precision
 from .views import AugmentViews, ViewGenerator, ViewRequest
 
 Progress = Callable[[str, float], None]
@@ -158,7 +159,7 @@ class Enroller:
             member_anchors = choose_member_anchors(gallery, users, config.members)
             budget = enrollment_budget(aligned.crop, aligned.frame_landmarks, views, config)
         report("anchors", 1.0)
-        with _timed(timings, "optimise"):
+        with _timed(timings, "optimise"), convolution_precision(config.pgd.bf16_convolutions):
             deltas, losses = optimise_members(self.backend, views, budget, member_anchors, users, config, report)
         with _timed(timings, "self_check"):
             checks = self._self_check(users, held_out, deltas, config.perceptual)

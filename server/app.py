@@ -88,7 +88,8 @@ class FaceCloakServer:
         self.notes: list[str] = []  # why these views and this backend (choices, fallbacks): for Describe
         base = EnrollConfig()
         self.defaults = replace(base, surrogates=tuple(m for m in base.surrogates if m in config.models) or config.models,
-                                pgd=replace(base.pgd, bf16_surrogates=config.bf16_surrogates))
+                                pgd=replace(base.pgd, bf16_surrogates=config.bf16_surrogates,
+                                            bf16_convolutions=config.bf16_convolutions))
         self.limits = OptionLimits(config.models, config.max_views, config.max_check_views, config.max_iterations,
                                    config.max_masks)
         self.pool = EnrollPool(None, config.workers, config.queue_depth, self.metrics,  # enroller set by warm-up
@@ -146,7 +147,10 @@ class FaceCloakServer:
         assembled = build_enroller(spec)
         self.view_generator, self.active_backend = assembled.view_backend, assembled.backend
         view_reason, *fallbacks = assembled.notes
-        self.notes = [view_reason, f"surrogates in {'bfloat16' if self.defaults.pgd.bf16_surrogates else 'float32'}", *fallbacks]
+        pgd = self.defaults.pgd
+        precision = f"surrogates in {'bfloat16' if pgd.bf16_surrogates else 'float32'}" + (
+            ", convolutions on bfloat16 arithmetic" if pgd.bf16_convolutions else "")
+        self.notes = [view_reason, precision, *fallbacks]
         log.info("view backend", extra={"choice": view_reason})
         return assembled.enroller
 

@@ -32,6 +32,7 @@ class ServerConfig:
     backend: str = "torch-cpu"
     engine_dir: str | None = None  # facecloak-export output for the engine backends (default engines/build)
     bf16_surrogates: bool = False  # PGDConfig.bf16_surrogates in every enrollment (docs/eval.md "Reduced precision and dead weights")
+    bf16_convolutions: bool = False  # PGDConfig.bf16_convolutions in every enrollment (docs/eval.md "bfloat16 convolutions")
     models: tuple[str, ...] = DEFAULT_SURROGATES  # surrogates loaded at start-up; requests may pick a subset
     max_image_bytes: int = 20 * 1024 * 1024
     max_image_pixels: int = 40_000_000

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -56,3 +58,54 @@ def test_the_options_reach_the_pgd_settings(monkeypatch: pytest.MonkeyPatch) -> 
     assert export_cli.main(["aot", "--models", "sface", "--bf16"]) == 0
     assert export_cli.main(["aot", "--models", "sface"]) == 0
     assert [p.bf16_surrogates for p in asked] == [True, False]
+
+
+def test_bf16_convolutions_hold_for_every_step_and_only_while_the_mask_is_learned(selfie) -> None:
+    """The enrollment's steps see oneDNN's bfloat16 convolution mode; before and after, the process's mode is as it was."""
+    from facecloak.enroll import EnrollConfig, Enroller
+    from facecloak.optimise.torch_backend import TorchBackend
+
+    seen: list[str] = []
+
+    class Recording(TorchBackend):
+        def stepper(self, *args, **kwargs):
+            step = super().stepper(*args, **kwargs)
+
+            def recorded(*a, **k):
+                seen.append(torch.backends.mkldnn.conv.fp32_precision)
+                return step(*a, **k)
+
+            return recorded
+
+    enroller, before = Enroller(backend=Recording()), torch.backends.mkldnn.conv.fp32_precision
+    config = EnrollConfig(surrogates=("sface",), views=2, check_views=0, pgd=PGDConfig(iterations=2, bf16_convolutions=True))
+    bf16 = enroller.enroll(selfie, config)
+    assert seen == ["bf16", "bf16"] and torch.backends.mkldnn.conv.fp32_precision == before
+    seen.clear()
+    plain = enroller.enroll(selfie, replace(config, pgd=PGDConfig(iterations=2)))
+    assert seen == [before, before]
+    assert not np.array_equal(bf16.mask.delta, plain.mask.delta)  # the mode reached the convolutions
+
+
+def test_convolution_precision_comes_back_after_an_error() -> None:
+    from facecloak.optimise.precision import convolution_precision
+
+    before = torch.backends.mkldnn.conv.fp32_precision
+    with pytest.raises(RuntimeError), convolution_precision(True):
+        assert torch.backends.mkldnn.conv.fp32_precision == "bf16"
+        raise RuntimeError("stop")
+    assert torch.backends.mkldnn.conv.fp32_precision == before
+
+
+def test_bf16_convolutions_options_reach_the_pgd_settings() -> None:
+    from facecloak.cli import _enroll_config, build_parser
+    from facecloak.evaluate.cli import config_from_args
+    from facecloak.server.config import load_config
+
+    def enroll(*flags: str) -> PGDConfig:
+        return _enroll_config(build_parser().parse_args(["enroll", "x.jpg", "-o", "x.fcmask", *flags])).pgd
+
+    assert enroll("--bf16-convolutions").bf16_convolutions and not enroll().bf16_convolutions
+    assert config_from_args(build_parser().parse_args(["eval", "--bf16-convolutions"])).bf16_convolutions
+    assert config_from_args(build_parser().parse_args(["eval"])).bf16_convolutions is None
+    assert load_config(["--bf16-convolutions", "on"], {}).bf16_convolutions and not load_config([], {}).bf16_convolutions

@@ -130,7 +130,7 @@ class Harness:
                            skip_gradient=self.cfg.skip_gradient, visibility_weight=self.cfg.visibility_weight,
                            spectrum_rho=self.cfg.eot_spectrum, grad_sigma=self.cfg.gradient_blur,
                            member_separation=self.cfg.member_separation, view_separation=self.cfg.view_separation,
-                           bf16_surrogates=self.cfg.bf16_surrogates),
+                           bf16_surrogates=self.cfg.bf16_surrogates, bf16_convolutions=self.cfg.bf16_convolutions),
             members=self.cfg.mask_set,
         )
 
