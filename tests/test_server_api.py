@@ -75,6 +75,15 @@ def test_config_precedence_file_env_flags(tmp_path):
     assert load_config(["--bf16-surrogates", "yes"], {}).bf16_surrogates and not load_config([], {}).bf16_surrogates
 
 
+def test_precision_settings_become_every_enrollment_s_defaults():
+    from facecloak.server.app import FaceCloakServer
+    from facecloak.server.config import ServerConfig
+
+    server = FaceCloakServer(ServerConfig(models=("sface",), bf16_convolutions=True))
+    assert server.defaults.pgd.bf16_convolutions and not server.defaults.pgd.bf16_surrogates
+    assert not FaceCloakServer(ServerConfig(models=("sface",))).defaults.pgd.bf16_convolutions
+
+
 @pytest.mark.parametrize("argv, env, message", [
     (["--port", "70000"], {}, "port"),
     (["--workers", "two"], {}, "workers"),
