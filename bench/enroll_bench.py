@@ -64,7 +64,6 @@ def measure(entry: str, surrogates: tuple[str, ...], views: int, iterations: int
     from facecloak.assets import assets_dir
     from facecloak.enroll import EnrollConfig
     from facecloak.imageio import read_image
-
     from facecloak.models.weights import flush_subnormals
 
     backend, pgd, flush = parse_entry(entry)

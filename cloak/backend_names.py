@@ -7,4 +7,5 @@ with one line saying why. "aot-cpu", "ort-cpu", "ort-cuda" and "tensorrt" run ex
 
 AUTO = "auto"
 BACKENDS = (AUTO, "torch-cpu", "aot-cpu", "ort-cpu", "ort-cuda", "tensorrt")
+PYTORCH_BACKENDS = ("torch-cpu", "aot-cpu")  # run the convolutions on PyTorch's oneDNN (they honour bf16_convolutions)
 BACKEND_ENV = "FACECLOAK_BACKEND"  # the command line's default backend

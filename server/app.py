@@ -19,8 +19,10 @@ from grpc_reflection.v1alpha import reflection
 from .. import __version__
 from ..assets import asset
 from ..assemble import EnrollerSpec, build_enroller
+from ..backend_names import PYTORCH_BACKENDS
 from ..enroll import EnrollConfig, Enroller
 from ..imageio import ImageLimits
+from ..optimise import PGDConfig
 from ..models import get_card, torch_embedder
 from ..proto import enrollment_pb2 as pb
 from ..proto.convert import OptionLimits
@@ -43,6 +45,15 @@ def default_warmup(enroller: Enroller, models: tuple[str, ...]) -> None:
     for name in models:
         torch_embedder(name)
     enroller.detector.detect(torch.zeros(64, 64, 3, dtype=torch.uint8).numpy())
+
+
+def precision_note(pgd: PGDConfig, backend: str) -> str:
+    """Describe's line on the precision masks are learned in, as ``backend`` runs them."""
+    note = f"surrogates in {'bfloat16' if pgd.bf16_surrogates else 'float32'}"
+    if pgd.bf16_convolutions:  # a oneDNN mode: only the PyTorch backends' convolutions read it
+        note += (", convolutions on bfloat16 arithmetic" if backend in PYTORCH_BACKENDS
+                 else f", bf16_convolutions not honoured: {backend} computes float32")
+    return note
 
 
 def server_credentials(config: ServerConfig) -> grpc.ServerCredentials:
@@ -147,10 +158,7 @@ class FaceCloakServer:
         assembled = build_enroller(spec)
         self.view_generator, self.active_backend = assembled.view_backend, assembled.backend
         view_reason, *fallbacks = assembled.notes
-        pgd = self.defaults.pgd
-        precision = f"surrogates in {'bfloat16' if pgd.bf16_surrogates else 'float32'}" + (
-            ", convolutions on bfloat16 arithmetic" if pgd.bf16_convolutions else "")
-        self.notes = [view_reason, precision, *fallbacks]
+        self.notes = [view_reason, precision_note(self.defaults.pgd, self.active_backend), *fallbacks]
         log.info("view backend", extra={"choice": view_reason})
         return assembled.enroller
 

@@ -84,6 +84,16 @@ def test_precision_settings_become_every_enrollment_s_defaults():
     assert not FaceCloakServer(ServerConfig(models=("sface",))).defaults.pgd.bf16_convolutions
 
 
+def test_describe_says_whether_the_backend_honours_bf16_convolutions():
+    from facecloak.optimise import PGDConfig
+    from facecloak.server.app import precision_note
+
+    assert precision_note(PGDConfig(), "aot-cpu") == "surrogates in float32"
+    assert precision_note(PGDConfig(bf16_convolutions=True), "aot-cpu") == "surrogates in float32, convolutions on bfloat16 arithmetic"
+    assert precision_note(PGDConfig(bf16_surrogates=True, bf16_convolutions=True), "ort-cpu") == \
+        "surrogates in bfloat16, bf16_convolutions not honoured: ort-cpu computes float32"
+
+
 @pytest.mark.parametrize("argv, env, message", [
     (["--port", "70000"], {}, "port"),
     (["--workers", "two"], {}, "workers"),
