@@ -12,7 +12,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .atomic import check_output_path, write_atomic
-from .backend_names import AUTO, BACKEND_ENV, BACKENDS
+from .backend_names import AUTO, BACKEND_ENV, BACKENDS, PYTORCH_BACKENDS
 from .command import run_command
 from .errors import BadOptionError
 from .imageio import check_jpeg_quality, output_format, read_image, write_image
@@ -107,6 +107,8 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         assembled = build_enroller(spec, say=_say)
         for note in assembled.notes[1:]:  # fallbacks: why the backend asked for is not the one running
             _say(note)
+        if config.pgd.bf16_convolutions and assembled.backend not in PYTORCH_BACKENDS:
+            _say(f"--bf16-convolutions not honoured: {assembled.backend} computes float32")
         bar = _StageBar("enroll")
         try:
             result = assembled.enroller.enroll(photo, config, progress=bar)
