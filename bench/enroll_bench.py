@@ -5,11 +5,13 @@
     .venv/bin/python bench/enroll_bench.py --backends torch-cpu,auto,ort-cpu --repeats 5
     .venv/bin/python bench/enroll_bench.py --backends torch-cpu,auto,auto:bf16   # and the surrogates in bfloat16
     .venv/bin/python bench/enroll_bench.py --backends auto:subnormals,auto   # what flushing subnormals saves
-    .venv/bin/python bench/enroll_bench.py --backends auto,auto:bf16conv     # and the convolutions on bf16 arithmetic
+    .venv/bin/python bench/enroll_bench.py --backends auto:fp32,auto     # float32 against the default (bf16 convolutions on AMX)
     .venv/bin/python bench/enroll_bench.py --set 4 --set-views 4   # and a mask set of 4 on 4 views, x the single mask
 
-A backend may carry options after colons: the surrogates' precision (``auto:bf16`` = ``facecloak enroll
---bf16``; default fp32), ``bf16conv`` (= ``--bf16-convolutions``) and ``subnormals`` to keep the CPU's subnormal arithmetic, as a process that never
+A backend may carry options after colons: ``bf16`` the surrogates in bfloat16 (= ``facecloak enroll --bf16``),
+``bf16conv`` / ``fp32`` the convolutions on bfloat16 arithmetic / everything in float32 (= ``--bf16-convolutions`` /
+``--no-bf16-convolutions``; without either, the default: bfloat16 convolutions where the CPU has bfloat16 units),
+and ``subnormals`` to keep the CPU's subnormal arithmetic, as a process that never
 calls ``flush_subnormals`` does (``auto,auto:subnormals`` times what flushing them saves).
 Each backend runs in its own process (so its peak RSS is its own), built by facecloak.assemble exactly
 as `facecloak enroll` builds it. "first use" is building the enroller plus the first enrollment: for
@@ -38,8 +40,8 @@ from facecloak.presets import DEFAULT_SURROGATES
 BASELINE = "torch-cpu"
 
 
-# Entry options that set PGDConfig fields; "subnormals" keeps the CPU's subnormal arithmetic.
-PGD_OPTIONS = {"fp32": {}, "bf16": {"bf16_surrogates": True}, "bf16conv": {"bf16_convolutions": True}}
+# Entry options that set PGDConfig fields (none: the core's defaults); "subnormals" keeps the CPU's subnormal arithmetic.
+PGD_OPTIONS = {"fp32": {"bf16_convolutions": False}, "bf16": {"bf16_surrogates": True}, "bf16conv": {"bf16_convolutions": True}}
 ENTRY_OPTIONS = (*PGD_OPTIONS, "subnormals")
 
 

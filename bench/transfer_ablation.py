@@ -13,7 +13,8 @@ Variants (``--variants``, comma-separated; settings within one joined by "+"):
 ``base`` the core's default; ``rotate:DEG`` alignment EOT (PGDConfig.diversity_rotation);
 ``jpeg:Q`` upload EOT (PGDConfig.upload_jpeg); ``sgm:GAMMA`` skip-gradient model augmentation
 (PGDConfig.skip_gradient); ``ssa:RHO`` spectrum simulation (PGDConfig.spectrum_rho); ``ti:SIGMA`` gradient blur in px (TI-FGSM,
-PGDConfig.grad_sigma); ``balance`` per-surrogate gradient balancing; ``bf16`` the surrogates in bfloat16 (PGDConfig.bf16_surrogates); ``bf16conv`` convolutions on bfloat16 arithmetic (PGDConfig.bf16_convolutions); ``vis:W`` the visibility penalty
+PGDConfig.grad_sigma); ``balance`` per-surrogate gradient balancing; ``bf16`` the surrogates in bfloat16 (PGDConfig.bf16_surrogates); ``bf16conv`` convolutions on bfloat16 arithmetic, ``bf16conv:off`` in float32 (PGDConfig.bf16_convolutions; ``base`` follows
+the CPU: bfloat16 where it has bfloat16 units); ``vis:W`` the visibility penalty
 (PGDConfig.visibility_weight, issue 13); ``eps:N`` / ``epsa:N`` the budget in grey levels (base / focus:
 ``eps:4+epsa:16`` is the subtle preset); ``iters:N`` PGD steps (PGDConfig.iterations); ``views:N`` augmented
 views per step (EnrollConfig.views).
@@ -46,12 +47,20 @@ def _grey(value: str) -> float:
     return float(value) / 255
 
 
+def _switch(value: str) -> bool:
+    """``on``/``1`` or ``off``/``0`` (``bf16conv:off``: float32 convolutions where the default would take bfloat16)."""
+    words = {"on": True, "1": True, "off": False, "0": False}
+    if value not in words:
+        raise SystemExit(f"expected on or off, got {value!r}")
+    return words[value]
+
+
 # Each variant setting: (EvalConfig field, the EnrollConfig part and field it sets, how its value is parsed)
 SETTINGS = {"rotate": ("eot_rotation", "pgd.diversity_rotation", float), "jpeg": ("eot_jpeg", "pgd.upload_jpeg", int),
-            "sgm": ("skip_gradient", "pgd.skip_gradient", float), "balance": ("balance", "pgd.balance_surrogates", bool),
+            "sgm": ("skip_gradient", "pgd.skip_gradient", float), "balance": ("balance", "pgd.balance_surrogates", _switch),
             "vis": ("visibility_weight", "pgd.visibility_weight", float), "ssa": ("eot_spectrum", "pgd.spectrum_rho", float),
-            "ti": ("gradient_blur", "pgd.grad_sigma", float), "bf16": ("bf16_surrogates", "pgd.bf16_surrogates", bool),
-            "bf16conv": ("bf16_convolutions", "pgd.bf16_convolutions", bool),
+            "ti": ("gradient_blur", "pgd.grad_sigma", float), "bf16": ("bf16_surrogates", "pgd.bf16_surrogates", _switch),
+            "bf16conv": ("bf16_convolutions", "pgd.bf16_convolutions", _switch),
             "eps": ("eps", "budget.eps", _grey), "epsa": ("eps_focus", "budget.eps_focus", _grey),
             "iters": ("iterations", "pgd.iterations", int), "views": ("views", "views", int)}
 
@@ -64,7 +73,7 @@ def variant_settings(spec: str) -> dict[str, tuple[str, object]]:
         if kind == "base":
             continue
         if kind not in SETTINGS:
-            raise SystemExit(f"unknown variant setting {part!r} (base, rotate:DEG, jpeg:Q, sgm:GAMMA, ssa:RHO, ti:SIGMA, balance, bf16, bf16conv, "
+            raise SystemExit(f"unknown variant setting {part!r} (base, rotate:DEG, jpeg:Q, sgm:GAMMA, ssa:RHO, ti:SIGMA, balance, bf16, bf16conv[:off], "
                              "vis:W, eps:N, epsa:N, iters:N, views:N)")
         field, pgd_field, parse = SETTINGS[kind]
         out[field] = (pgd_field, parse(values[0]) if values else True)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .anchors import AnchorGallery
 from .assets import asset, cache_dir
-from .backend_names import AUTO, BACKENDS
+from .backend_names import AUTO, BACKENDS, PYTORCH_BACKENDS
 from .enroll import DEFAULT_SURROGATES, Enroller
 from .errors import BadOptionError
 from .faces import FaceDetector
@@ -175,6 +175,8 @@ def build_enroller(spec: EnrollerSpec = EnrollerSpec(), detector: FaceDetector |
     detector = detector or FaceDetector()
     views, view_name, view_reason = build_views(spec, detector)
     backend, backend_name, notes = build_backend(spec, say)
+    if spec.pgd.bf16_convolutions and backend_name not in PYTORCH_BACKENDS:  # asked for; only oneDNN reads the mode
+        notes.append(f"bf16_convolutions not honoured: {backend_name} computes float32")
     for note in notes:
         log.warning("optimise backend fallback", extra={"reason": note})
     enroller = Enroller(detector=detector, views=views, gallery=gallery, backend=backend)

@@ -12,7 +12,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .atomic import check_output_path, write_atomic
-from .backend_names import AUTO, BACKEND_ENV, BACKENDS, PYTORCH_BACKENDS
+from .backend_names import AUTO, BACKEND_ENV, BACKENDS
 from .command import run_command
 from .errors import BadOptionError
 from .imageio import check_jpeg_quality, output_format, read_image, write_image
@@ -68,7 +68,7 @@ def _enroll_config(args: argparse.Namespace):
                      skip_gradient=args.skip_gradient, visibility_weight=args.visibility_weight, spectrum_rho=args.eot_spectrum,
                      grad_sigma=args.gradient_blur, member_separation=args.member_separation,
                      view_separation=args.view_separation,
-                     bf16_surrogates=args.bf16 or None, bf16_convolutions=args.bf16_convolutions or None)
+                     bf16_surrogates=args.bf16 or None, bf16_convolutions=args.bf16_convolutions)
     surrogates = tuple(s for s in args.surrogates.split(",") if s)
     perceptual = PerceptualBudget(eps=budget.eps_focus) if args.perceptual else None
     return replace(base, surrogates=surrogates, views=args.views, seed=args.seed, budget=budget, pgd=pgd, perceptual=perceptual,
@@ -105,10 +105,8 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         spec = EnrollerSpec(backend=args.backend, surrogates=config.surrogates, views=config.views, pgd=config.pgd,
                             members=config.step_members, view_backend="augment")
         assembled = build_enroller(spec, say=_say)
-        for note in assembled.notes[1:]:  # fallbacks: why the backend asked for is not the one running
+        for note in assembled.notes[1:]:  # fallbacks: why what was asked for is not what runs
             _say(note)
-        if config.pgd.bf16_convolutions and assembled.backend not in PYTORCH_BACKENDS:
-            _say(f"--bf16-convolutions not honoured: {assembled.backend} computes float32")
         bar = _StageBar("enroll")
         try:
             result = assembled.enroller.enroll(photo, config, progress=bar)
@@ -228,10 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run the surrogates in bfloat16 while the mask is learned: 1.8x faster per step for FaceNet "
                         "on a CPU with AMX, no faster for the MobileFaceNets of the default ensemble (docs/eval.md "
                         "'Reduced precision and dead weights')")
-    enroll.add_argument("--bf16-convolutions", action="store_true",
+    enroll.add_argument("--bf16-convolutions", action=argparse.BooleanOptionalAction,
                         help="compute the convolutions on bfloat16 arithmetic (float32 accumulation) while the mask is "
-                        "learned: ~1.2x faster steps for the default ensemble on a CPU with AMX; PyTorch backends only "
-                        "(docs/eval.md 'bfloat16 convolutions')")
+                        "learned: ~1.2x faster steps for the default ensemble on a CPU with AMX, same protection; "
+                        "PyTorch backends only (default: on where the CPU has bfloat16 units; docs/eval.md "
+                        "'bfloat16 convolutions')")
     enroll.set_defaults(func=cmd_enroll)
 
     apply = sub.add_parser("apply", help="cloak a photo with your mask, at full resolution")

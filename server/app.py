@@ -23,6 +23,7 @@ from ..backend_names import PYTORCH_BACKENDS
 from ..enroll import EnrollConfig, Enroller
 from ..imageio import ImageLimits
 from ..optimise import PGDConfig
+from ..optimise.precision import bf16_convolutions_on
 from ..models import get_card, torch_embedder
 from ..proto import enrollment_pb2 as pb
 from ..proto.convert import OptionLimits
@@ -48,11 +49,11 @@ def default_warmup(enroller: Enroller, models: tuple[str, ...]) -> None:
 
 
 def precision_note(pgd: PGDConfig, backend: str) -> str:
-    """Describe's line on the precision masks are learned in, as ``backend`` runs them."""
+    """Describe's line on the precision masks are learned in, as ``backend`` runs them (a request for bfloat16
+    convolutions that the backend cannot honour is a note of ``build_enroller``)."""
     note = f"surrogates in {'bfloat16' if pgd.bf16_surrogates else 'float32'}"
-    if pgd.bf16_convolutions:  # a oneDNN mode: only the PyTorch backends' convolutions read it
-        note += (", convolutions on bfloat16 arithmetic" if backend in PYTORCH_BACKENDS
-                 else f", bf16_convolutions not honoured: {backend} computes float32")
+    if backend in PYTORCH_BACKENDS and bf16_convolutions_on(pgd.bf16_convolutions):  # a oneDNN mode
+        note += ", convolutions on bfloat16 arithmetic" + (" (this CPU has bfloat16 units)" if pgd.bf16_convolutions is None else "")
     return note
 
 

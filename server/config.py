@@ -32,7 +32,9 @@ class ServerConfig:
     backend: str = "torch-cpu"
     engine_dir: str | None = None  # facecloak-export output for the engine backends (default engines/build)
     bf16_surrogates: bool = False  # PGDConfig.bf16_surrogates in every enrollment (docs/eval.md "Reduced precision and dead weights")
-    bf16_convolutions: bool = False  # PGDConfig.bf16_convolutions in every enrollment (docs/eval.md "bfloat16 convolutions")
+    # PGDConfig.bf16_convolutions in every enrollment: true, false, or auto (None: on where the CPU has bfloat16 units;
+    # docs/eval.md "bfloat16 convolutions")
+    bf16_convolutions: bool | None = None
     models: tuple[str, ...] = DEFAULT_SURROGATES  # surrogates loaded at start-up; requests may pick a subset
     max_image_bytes: int = 20 * 1024 * 1024
     max_image_pixels: int = 40_000_000
@@ -106,14 +108,17 @@ def _field_types() -> dict[str, type]:
     return out
 
 
-def _boolean(value: object) -> bool:
-    """A TOML boolean, or true/false (1/0, yes/no, on/off) from the environment or a flag."""
+def _boolean(value: object, auto: bool = False) -> bool | None:
+    """A TOML boolean, or true/false (1/0, yes/no, on/off) from the environment or a flag; with ``auto``, also
+    "auto" (None: the core decides)."""
     if isinstance(value, bool):
         return value
     words = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
     word = str(value).strip().lower()
+    if auto and word == "auto":
+        return None
     if word not in words:
-        raise ValueError("expected true or false")
+        raise ValueError("expected true, false or auto" if auto else "expected true or false")
     return words[word]
 
 
@@ -126,7 +131,7 @@ def _convert(name: str, value: object) -> object:
         if kind is str and not isinstance(value, str):
             raise ValueError("expected a string")
         if kind is bool:
-            return _boolean(value)
+            return _boolean(value, auto=ServerConfig.__dataclass_fields__[name].default is None)
         return kind(value)
     except (TypeError, ValueError) as exc:
         raise BadOptionError(f"bad value for {name}: {value!r} ({exc})") from None

@@ -116,16 +116,16 @@ def test_eot_options_reach_the_pgd_settings() -> None:
 
 
 def test_enroll_says_when_the_backend_does_not_honour_bf16_convolutions(tmp_path, selfie_path, capsys, monkeypatch):
-    from dataclasses import replace as replaced
-
     import facecloak.assemble as assemble
+    from facecloak.optimise.torch_backend import TorchBackend
 
-    real = assemble.build_enroller
     backend = {"name": "ort-cpu"}  # as if an ONNX Runtime step served the request
-    monkeypatch.setattr(assemble, "build_enroller", lambda spec, **kw: replaced(real(spec, **kw), backend=backend["name"]))
-    args = ["enroll", str(selfie_path), "--surrogates", "sface", "--views", "2", "--iterations", "1", "--bf16-convolutions"]
-    assert main([*args, "-o", str(tmp_path / "a.fcmask")]) == 0
-    assert "--bf16-convolutions not honoured: ort-cpu computes float32" in capsys.readouterr().err
+    monkeypatch.setattr(assemble, "build_backend", lambda spec, say: (TorchBackend(), backend["name"], []))
+    args = ["enroll", str(selfie_path), "--surrogates", "sface", "--views", "2", "--iterations", "1"]
+    assert main([*args, "--bf16-convolutions", "-o", str(tmp_path / "a.fcmask")]) == 0
+    assert "bf16_convolutions not honoured: ort-cpu computes float32" in capsys.readouterr().err
+    assert main([*args, "-o", str(tmp_path / "b.fcmask")]) == 0  # the hardware default asks for nothing
+    assert "not honoured" not in capsys.readouterr().err
     backend["name"] = "aot-cpu"
-    assert main([*args, "-o", str(tmp_path / "b.fcmask")]) == 0
+    assert main([*args, "--bf16-convolutions", "-o", str(tmp_path / "c.fcmask")]) == 0
     assert "not honoured" not in capsys.readouterr().err

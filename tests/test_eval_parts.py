@@ -54,6 +54,25 @@ def test_fingerprint_ignores_people_but_not_settings():
     assert person_seed(0, "A") == person_seed(0, "A") != person_seed(1, "A")
 
 
+def test_float32_runs_resume_records_made_before_the_hardware_default():
+    """A committed run from before bf16_convolutions followed the CPU (None then meant float32): explicit float32
+    fingerprints as its records do, bfloat16 does not, so the two precisions never mix in one run."""
+    import json
+    from pathlib import Path
+
+    run = Path(__file__).parent.parent / "docs/eval/transfer-ablation/A-session17/base"
+    header = json.loads((run / "records.jsonl").read_text().splitlines()[0])
+    recorded = json.loads((run / "results.json").read_text())["config"]
+
+    def as_tuples(v: object) -> object:
+        return tuple(as_tuples(x) for x in v) if isinstance(v, list) else v
+
+    cfg = EvalConfig(**{k: as_tuples(v) for k, v in recorded.items()})
+    assert recorded.get("bf16_convolutions") is None  # absent or None: float32 then
+    assert replace(cfg, bf16_convolutions=False).fingerprint() == header["fingerprint"]
+    assert replace(cfg, bf16_convolutions=True).fingerprint() != header["fingerprint"]
+
+
 def test_cli_options_override_quick():
     args = build_parser().parse_args(["eval", "--quick", "--people", "2", "--eps", "4", "--surrogate", "facenet", "--jpeg", "75,0"])
     cfg = config_from_args(args)

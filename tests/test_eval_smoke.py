@@ -14,6 +14,7 @@ from facecloak.errors import BadOptionError
 from facecloak.evaluate.runner import RECORDS, RESULTS, run_eval, shard_records_name
 from facecloak.imageio import read_image
 from facecloak.mask import member_for_photo
+from facecloak.optimise.precision import native_bf16
 
 pytestmark = pytest.mark.slow
 
@@ -56,6 +57,7 @@ def test_results_have_every_row_and_figure(run):
     for model, t in results["thresholds"].items():
         assert -1 < t["threshold"] < 1 and t["impostor_pairs"] > 1000, model
     assert "torchvision" in results["lpips"]  # says why LPIPS is absent
+    assert TINY.bf16_convolutions is None and results["config"]["bf16_convolutions"] is native_bf16()  # resolved, recorded
 
 
 def test_clean_photos_are_recognised_and_per_image_pgd_protects(run):

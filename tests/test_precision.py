@@ -60,7 +60,7 @@ def test_the_options_reach_the_pgd_settings(monkeypatch: pytest.MonkeyPatch) -> 
     assert [p.bf16_surrogates for p in asked] == [True, False]
 
 
-def test_bf16_convolutions_hold_for_every_step_and_only_while_the_mask_is_learned(selfie) -> None:
+def test_bf16_convolutions_hold_for_every_step_and_only_while_the_mask_is_learned(selfie, monkeypatch: pytest.MonkeyPatch) -> None:
     """The enrollment's steps see oneDNN's bfloat16 convolution mode; before and after, the process's mode is as it was."""
     from facecloak.enroll import EnrollConfig, Enroller
     from facecloak.optimise.torch_backend import TorchBackend
@@ -82,9 +82,24 @@ def test_bf16_convolutions_hold_for_every_step_and_only_while_the_mask_is_learne
     bf16 = enroller.enroll(selfie, config)
     assert seen == ["bf16", "bf16"] and torch.backends.mkldnn.conv.fp32_precision == before
     seen.clear()
-    plain = enroller.enroll(selfie, replace(config, pgd=PGDConfig(iterations=2)))
+    plain = enroller.enroll(selfie, replace(config, pgd=PGDConfig(iterations=2, bf16_convolutions=False)))
     assert seen == [before, before]
     assert not np.array_equal(bf16.mask.delta, plain.mask.delta)  # the mode reached the convolutions
+    for units in (True, False):  # the default follows the hardware
+        monkeypatch.setattr("facecloak.optimise.precision.native_bf16", lambda: units)
+        seen.clear()
+        enroller.enroll(selfie, replace(config, pgd=PGDConfig(iterations=1)))
+        assert seen == (["bf16"] if units else [before])
+
+
+def test_native_bf16_reads_the_cpu_s_bfloat16_units() -> None:
+    """What PyTorch reports agrees with the kernel's CPU flags (Linux): AMX tiles or AVX512-BF16."""
+    from facecloak.optimise.precision import bf16_convolutions_on, native_bf16
+
+    flags = {word for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")
+             for word in line.split(":", 1)[1].split()}
+    assert native_bf16() is bool(flags & {"amx_tile", "avx512_bf16"})
+    assert bf16_convolutions_on(None) is native_bf16() and bf16_convolutions_on(True) and not bf16_convolutions_on(False)
 
 
 def test_convolution_precision_comes_back_after_an_error() -> None:
@@ -105,7 +120,9 @@ def test_bf16_convolutions_options_reach_the_pgd_settings() -> None:
     def enroll(*flags: str) -> PGDConfig:
         return _enroll_config(build_parser().parse_args(["enroll", "x.jpg", "-o", "x.fcmask", *flags])).pgd
 
-    assert enroll("--bf16-convolutions").bf16_convolutions and not enroll().bf16_convolutions
-    assert config_from_args(build_parser().parse_args(["eval", "--bf16-convolutions"])).bf16_convolutions
+    assert enroll("--bf16-convolutions").bf16_convolutions is True and enroll("--no-bf16-convolutions").bf16_convolutions is False
+    assert enroll().bf16_convolutions is None  # the hardware decides
+    assert config_from_args(build_parser().parse_args(["eval", "--bf16-convolutions"])).bf16_convolutions is True
+    assert config_from_args(build_parser().parse_args(["eval", "--no-bf16-convolutions"])).bf16_convolutions is False
     assert config_from_args(build_parser().parse_args(["eval"])).bf16_convolutions is None
-    assert load_config(["--bf16-convolutions", "on"], {}).bf16_convolutions and not load_config([], {}).bf16_convolutions
+    assert load_config(["--bf16-convolutions", "on"], {}).bf16_convolutions and load_config([], {}).bf16_convolutions is None

@@ -19,6 +19,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from facecloak.clients.python import RemoteEnrollError
 from facecloak.errors import BadOptionError
+from facecloak.optimise.precision import native_bf16
 from facecloak.proto import enrollment_pb2 as pb
 from facecloak.server.config import load_config
 from facecloak.server.main import main as server_main
@@ -41,7 +42,8 @@ def test_describe_reflection_health_and_metrics():
         assert info.limits.queue_depth == 8 and info.limits.max_message_bytes > info.limits.max_image_bytes
         assert info.limits.max_queued_pixels == 64_000_000
         assert len(info.notes) == 2 and info.notes[0].startswith("augment")  # why these views (no Arc2Face here)
-        assert info.notes[1] == "surrogates in float32"
+        assert info.notes[1] == "surrogates in float32" + (  # the hardware's default precision
+            ", convolutions on bfloat16 arithmetic (this CPU has bfloat16 units)" if native_bf16() else "")
         assert list(info.defaults.surrogates) == ["sface"] and info.versions["grpcio"] == grpc.__version__
 
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
@@ -80,18 +82,34 @@ def test_precision_settings_become_every_enrollment_s_defaults():
     from facecloak.server.config import ServerConfig
 
     server = FaceCloakServer(ServerConfig(models=("sface",), bf16_convolutions=True))
-    assert server.defaults.pgd.bf16_convolutions and not server.defaults.pgd.bf16_surrogates
-    assert not FaceCloakServer(ServerConfig(models=("sface",))).defaults.pgd.bf16_convolutions
+    assert server.defaults.pgd.bf16_convolutions is True and not server.defaults.pgd.bf16_surrogates
+    assert FaceCloakServer(ServerConfig(models=("sface",), bf16_convolutions=False)).defaults.pgd.bf16_convolutions is False
+    assert FaceCloakServer(ServerConfig(models=("sface",))).defaults.pgd.bf16_convolutions is None  # the hardware decides
 
 
-def test_describe_says_whether_the_backend_honours_bf16_convolutions():
+def test_bf16_convolutions_setting_takes_auto():
+    from facecloak.server.config import load_config
+
+    assert load_config(["--bf16-convolutions", "off"], {}).bf16_convolutions is False
+    assert load_config([], {"FACECLOAK_SERVER_BF16_CONVOLUTIONS": "on"}).bf16_convolutions is True
+    assert load_config(["--bf16-convolutions", "auto"], {}).bf16_convolutions is None
+    with pytest.raises(BadOptionError, match="expected true, false or auto"):
+        load_config(["--bf16-convolutions", "maybe"], {})
+    with pytest.raises(BadOptionError, match="expected true or false"):  # auto only where the core has a default
+        load_config(["--bf16-surrogates", "auto"], {})
+
+
+def test_describe_says_which_convolution_precision_the_backend_runs(monkeypatch):
     from facecloak.optimise import PGDConfig
     from facecloak.server.app import precision_note
 
-    assert precision_note(PGDConfig(), "aot-cpu") == "surrogates in float32"
+    assert precision_note(PGDConfig(bf16_convolutions=False), "aot-cpu") == "surrogates in float32"
     assert precision_note(PGDConfig(bf16_convolutions=True), "aot-cpu") == "surrogates in float32, convolutions on bfloat16 arithmetic"
-    assert precision_note(PGDConfig(bf16_surrogates=True, bf16_convolutions=True), "ort-cpu") == \
-        "surrogates in bfloat16, bf16_convolutions not honoured: ort-cpu computes float32"
+    assert precision_note(PGDConfig(bf16_surrogates=True, bf16_convolutions=True), "ort-cpu") == "surrogates in bfloat16"
+    for units in (True, False):
+        monkeypatch.setattr("facecloak.optimise.precision.native_bf16", lambda: units)
+        assert precision_note(PGDConfig(), "torch-cpu") == "surrogates in float32" + (
+            ", convolutions on bfloat16 arithmetic (this CPU has bfloat16 units)" if units else "")
 
 
 @pytest.mark.parametrize("argv, env, message", [

@@ -77,8 +77,9 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
                    help="weight of the mean cosine between different cloaked views in our method's loss (PGDConfig.view_separation)")
     p.add_argument("--bf16", dest="bf16_surrogates", action="store_true", default=None,
                    help="our method runs its surrogates in bfloat16 (PGDConfig.bf16_surrogates)")
-    p.add_argument("--bf16-convolutions", action="store_true", default=None,
-                   help="our method's convolutions compute on bfloat16 arithmetic (PGDConfig.bf16_convolutions)")
+    p.add_argument("--bf16-convolutions", action=argparse.BooleanOptionalAction,
+                   help="our method's convolutions on bfloat16 arithmetic, or not (PGDConfig.bf16_convolutions; "
+                   "default: the core's, on where the CPU has bfloat16 units)")
     p.add_argument("--perceptual", action="store_true", default=None,
                    help="our method with the perceptual budget (facecloak enroll --perceptual; eps = the row's eps_A)")
     p.add_argument("--eot-rotation", type=float, metavar="DEG",

@@ -61,7 +61,9 @@ class EvalConfig:
     member_separation: float | None = None  # PGDConfig.member_separation of our method's sets; None: the core's default
     view_separation: float | None = None  # PGDConfig.view_separation of our method; None: the core's default
     bf16_surrogates: bool | None = None  # PGDConfig.bf16_surrogates of our method; None: the core's default
-    bf16_convolutions: bool | None = None  # PGDConfig.bf16_convolutions of our method; None: the core's default
+    # PGDConfig.bf16_convolutions of our method; None: the core's default, resolved for this CPU when a run starts
+    # (runs recorded before that default kept float32, so False fingerprints as they do)
+    bf16_convolutions: bool | None = None
     targets: tuple[str, ...] = ("sface", "facenet")
     methods: tuple[str, ...] = METHODS
     jpeg: tuple[int, ...] = (90, 75, 50)  # first = the headline setting; 0 = no JPEG (lossless upload)
@@ -133,7 +135,7 @@ class EvalConfig:
 ADDED_LATER = {"ensembles": (), "balance": False, "mask_set": 1, "perceptual": False, "eot_rotation": None, "eot_jpeg": None,
                "skip_gradient": None, "visibility_weight": None, "eot_spectrum": None,
                "gradient_blur": None, "member_separation": None,
-               "view_separation": None, "bf16_surrogates": None, "bf16_convolutions": None}  # fields (and defaults) newer than the first recorded runs
+               "view_separation": None, "bf16_surrogates": None, "bf16_convolutions": False}  # fields (and defaults) newer than the first recorded runs
 
 
 def ensemble_label(members: Sequence[str]) -> str:

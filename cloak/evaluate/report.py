@@ -430,7 +430,7 @@ def transfer_label(cfg: dict) -> str:
                "eot_spectrum": "spectrum simulation rho {:g}", "gradient_blur": "gradient blur sigma {:g} px",
                "member_separation": "member separation {:g}", "view_separation": "view separation {:g}",
                "bf16_surrogates": "surrogates in bfloat16", "bf16_convolutions": "convolutions on bfloat16 arithmetic"}
-    parts = [text.format(cfg[key]) for key, text in formats.items() if cfg.get(key) is not None]
+    parts = [text.format(cfg[key]) for key, text in formats.items() if cfg.get(key) not in (None, False)]
     return f" Our method's transfer settings (overriding the core's): {', '.join(parts)}." if parts else ""
 
 

@@ -11,13 +11,14 @@ import platform
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from ..anchors import AnchorGallery
 
 from ..errors import BadOptionError
+from ..optimise.precision import bf16_convolutions_on
 from .harness import Harness, Log, Variant
 from .protocol import EvalConfig
 from .summary import summarise
@@ -88,6 +89,8 @@ def run_eval(cfg: EvalConfig, out_dir: Path, resume: bool = False, log: Log = la
     and nothing is summarised (returns None): a later run with ``resume`` merges every shard.
     """
     cfg.validate()
+    # Records name the precision they were computed in: the core's hardware default becomes an explicit value.
+    cfg = replace(cfg, bf16_convolutions=bf16_convolutions_on(cfg.bf16_convolutions))
     if shard is not None and not 0 <= shard[0] < shard[1]:
         raise BadOptionError(f"shard must be K/N with 0 <= K < N, got {shard[0]}/{shard[1]}")
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -83,8 +83,10 @@ class PGDConfig:
     bf16_surrogates: bool = False
     # oneDNN's float32 convolutions computed on bfloat16 inputs with float32 accumulation while the mask is learned
     # (facecloak.optimise.precision): a run-time mode, not baked, so the same compiled step serves both. On a CPU
-    # with AMX the default ensemble's step runs ~1.2x faster. Read by the PyTorch backends (eager and AOT) only.
-    bf16_convolutions: bool = False
+    # with AMX the default ensemble's step runs ~1.2x faster at the same protection (100 people, docs/eval.md
+    # "bfloat16 convolutions"). None (default): on where the CPU has bfloat16 units, float32 elsewhere.
+    # Read by the PyTorch backends (eager and AOT) only.
+    bf16_convolutions: bool | None = None
 
     def validate(self) -> None:
         if not 1 <= self.iterations <= 1000:
