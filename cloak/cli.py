@@ -83,6 +83,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     from .assemble import EnrollerSpec, build_enroller
     from .mask import encode_mask_set
     from .models.weights import flush_subnormals
+    from .optimise.precision import precision_note
 
     out = Path(args.output)
     if out.suffix != MASK_SUFFIX:
@@ -118,6 +119,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
                   f"(match threshold {check.threshold:.3f})")
         if result.visibility is not None:
             print(f"self-check visibility on this photo: {result.visibility.summary()}")
+        print(f"precision: {precision_note(config.pgd, assembled.backend)}")
         print(f"timings ({assembled.backend}): " + ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items()))
     write_atomic(out, data, permissions=0o600)  # the mask is a secret: owner-only
     print(f"wrote {out} ({len(data)} bytes)")

@@ -19,11 +19,9 @@ from grpc_reflection.v1alpha import reflection
 from .. import __version__
 from ..assets import asset
 from ..assemble import EnrollerSpec, build_enroller
-from ..backend_names import PYTORCH_BACKENDS
 from ..enroll import EnrollConfig, Enroller
 from ..imageio import ImageLimits
-from ..optimise import PGDConfig
-from ..optimise.precision import bf16_convolutions_on
+from ..optimise.precision import precision_note
 from ..models import get_card, torch_embedder
 from ..proto import enrollment_pb2 as pb
 from ..proto.convert import OptionLimits
@@ -46,15 +44,6 @@ def default_warmup(enroller: Enroller, models: tuple[str, ...]) -> None:
     for name in models:
         torch_embedder(name)
     enroller.detector.detect(torch.zeros(64, 64, 3, dtype=torch.uint8).numpy())
-
-
-def precision_note(pgd: PGDConfig, backend: str) -> str:
-    """Describe's line on the precision masks are learned in, as ``backend`` runs them (a request for bfloat16
-    convolutions that the backend cannot honour is a note of ``build_enroller``)."""
-    note = f"surrogates in {'bfloat16' if pgd.bf16_surrogates else 'float32'}"
-    if backend in PYTORCH_BACKENDS and bf16_convolutions_on(pgd.bf16_convolutions):  # a oneDNN mode
-        note += ", convolutions on bfloat16 arithmetic" + (" (this CPU has bfloat16 units)" if pgd.bf16_convolutions is None else "")
-    return note
 
 
 def server_credentials(config: ServerConfig) -> grpc.ServerCredentials:

@@ -123,9 +123,13 @@ def test_enroll_says_when_the_backend_does_not_honour_bf16_convolutions(tmp_path
     monkeypatch.setattr(assemble, "build_backend", lambda spec, say: (TorchBackend(), backend["name"], []))
     args = ["enroll", str(selfie_path), "--surrogates", "sface", "--views", "2", "--iterations", "1"]
     assert main([*args, "--bf16-convolutions", "-o", str(tmp_path / "a.fcmask")]) == 0
-    assert "bf16_convolutions not honoured: ort-cpu computes float32" in capsys.readouterr().err
+    printed = capsys.readouterr()
+    assert "bf16_convolutions not honoured: ort-cpu computes float32" in printed.err
+    assert "precision: surrogates in float32\n" in printed.out  # what ran
     assert main([*args, "-o", str(tmp_path / "b.fcmask")]) == 0  # the hardware default asks for nothing
     assert "not honoured" not in capsys.readouterr().err
     backend["name"] = "aot-cpu"
     assert main([*args, "--bf16-convolutions", "-o", str(tmp_path / "c.fcmask")]) == 0
-    assert "not honoured" not in capsys.readouterr().err
+    printed = capsys.readouterr()
+    assert "not honoured" not in printed.err
+    assert "precision: surrogates in float32, convolutions on bfloat16 arithmetic\n" in printed.out

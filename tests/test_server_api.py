@@ -101,7 +101,7 @@ def test_bf16_convolutions_setting_takes_auto():
 
 def test_describe_says_which_convolution_precision_the_backend_runs(monkeypatch):
     from facecloak.optimise import PGDConfig
-    from facecloak.server.app import precision_note
+    from facecloak.optimise.precision import precision_note
 
     assert precision_note(PGDConfig(bf16_convolutions=False), "aot-cpu") == "surrogates in float32"
     assert precision_note(PGDConfig(bf16_convolutions=True), "aot-cpu") == "surrogates in float32, convolutions on bfloat16 arithmetic"

@@ -14,6 +14,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from ..backend_names import PYTORCH_BACKENDS
+from .config import PGDConfig
+
 
 def native_bf16() -> bool:
     """Whether this CPU has bfloat16 arithmetic units (Intel AMX tiles or AVX512-BF16).
@@ -51,3 +54,12 @@ def convolution_precision(setting: bool | None) -> Iterator[None]:
         yield
     finally:
         conv.fp32_precision = previous
+
+
+def precision_note(pgd: PGDConfig, backend: str) -> str:
+    """One line on the precision masks are learned in, as ``backend`` runs them (for `facecloak enroll` and the
+    server's Describe; a request for bfloat16 convolutions the backend cannot honour is a note of ``build_enroller``)."""
+    note = f"surrogates in {'bfloat16' if pgd.bf16_surrogates else 'float32'}"
+    if backend in PYTORCH_BACKENDS and bf16_convolutions_on(pgd.bf16_convolutions):  # a oneDNN mode
+        note += ", convolutions on bfloat16 arithmetic" + (" (this CPU has bfloat16 units)" if pgd.bf16_convolutions is None else "")
+    return note
