@@ -136,10 +136,10 @@ def compile_aot(spec: EnrollerSpec, out: Path) -> None:
     from concurrent.futures import ProcessPoolExecutor  # noqa: PLC0415
     from multiprocessing import get_context  # noqa: PLC0415
 
-    from facecloak.export.pipeline import ExportConfig, export_aot_step, quiet  # noqa: PLC0415 - compiling is an export step
+    from facecloak.export.pipeline import ExportConfig, export_aot_step, quiet, without_warnings  # noqa: PLC0415 - compiling is an export step
 
     config = ExportConfig(out=out, models=spec.surrogates, views=spec.views, size=spec.size, members=spec.members, verify=False)
-    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as child:
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"), initializer=without_warnings) as child:
         child.submit(export_aot_step, config, spec.pgd, quiet).result()
 
 

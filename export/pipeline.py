@@ -31,6 +31,15 @@ def quiet(_: str) -> None:
     """A ``Log`` that drops every line (a module-level function, so it can cross to a child process)."""
 
 
+def without_warnings() -> None:
+    """Initialiser of a compiling child process: its Python warnings (PyTorch's deprecations inside torch.export)
+    are not the user's to act on, and the child shares the server's stderr, which carries JSON lines only.
+    Failures still reach the parent as exceptions."""
+    import warnings  # noqa: PLC0415
+
+    warnings.simplefilter("ignore")
+
+
 @dataclass(frozen=True)
 class ExportConfig:
     out: Path = default_build_dir()

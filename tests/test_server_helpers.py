@@ -63,8 +63,10 @@ def options(config: EnrollConfig = TINY, **fields):
 
 @contextmanager
 def running_server(wait: bool = True, enroller=None, warmup=default_warmup, **settings):
-    """A real server on 127.0.0.1 (any free port) with the sface surrogate; stopped on exit."""
-    config = ServerConfig(**{"port": 0, "models": ("sface",), "grace_seconds": 0.0, **settings})
+    """A real server on 127.0.0.1 (any free port) with the sface surrogate; stopped on exit. PyTorch eager unless
+    ``backend`` says otherwise: these tests are about serving, and the default compiled step has its own
+    (tests/test_server_aot.py)."""
+    config = ServerConfig(**{"port": 0, "models": ("sface",), "grace_seconds": 0.0, "backend": "torch-cpu", **settings})
     server = FaceCloakServer(config, enroller=enroller, warmup=warmup)
     server.start()
     try:
