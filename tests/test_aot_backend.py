@@ -18,7 +18,9 @@ from facecloak.optimise import PGDConfig
 pytestmark = pytest.mark.slow
 PGD = PGDConfig(iterations=3)
 SPEC = EnrollerSpec(backend="auto", surrogates=("sface",), views=2, pgd=PGD, view_backend="augment")
-CONFIG = EnrollConfig(surrogates=("sface",), views=2, check_views=1, seed=4, pgd=PGD)
+# Compared in float32: bfloat16 convolutions (the default on some CPUs) round differently in the compiled and eager
+# convolutions, which sign-PGD turns into more flipped components than the comparison allows.
+CONFIG = EnrollConfig(surrogates=("sface",), views=2, check_views=1, seed=4, pgd=replace(PGD, bf16_convolutions=False))
 
 
 @pytest.fixture(scope="module")
