@@ -262,3 +262,12 @@ def test_recorded_threads_name_what_the_records_were_computed_with():
     assert recorded_threads([{"threads": 1}, {"threads": 2}]) == "1-2"
     assert recorded_threads([{"threads": 1}, {}]) == "1, unknown"
     assert recorded_threads([{}]) == "unknown"
+
+
+def test_the_backend_option_reaches_the_run_and_old_runs_keep_their_fingerprint():
+    from facecloak.cli import build_parser
+
+    assert config_from_args(build_parser().parse_args(["eval", "--backend", "auto"])).backend == "auto"
+    assert config_from_args(build_parser().parse_args(["eval"])).backend == "torch-cpu"
+    assert replace(EvalConfig(), backend="torch-cpu").fingerprint() == EvalConfig().fingerprint()
+    assert replace(EvalConfig(), backend="auto").fingerprint() != EvalConfig().fingerprint()

@@ -136,3 +136,18 @@ def test_shards_split_people_and_merge_into_the_same_figures(run, tmp_path):
     assert seen == [] and merged["rows"] == results["rows"]
     with pytest.raises(BadOptionError, match="shard"):
         run_eval(TINY, tmp_path, resume=True, anchors=anchors, shard=(2, 2))
+
+
+def test_our_method_can_run_on_the_compiled_step_of_facecloak_enroll(run, tmp_path, monkeypatch):
+    """``backend="auto"``: the first ensemble's rows run on the AOT step (prepared into the cache), as users get them."""
+    _, _, anchors, _ = run
+    monkeypatch.setenv("FACECLOAK_CACHE", str(tmp_path / "cache"))
+    cfg = replace(TINY, people=1, surrogates=("sface",), targets=("facenet",), methods=("clean", "ours"), backend="auto")
+    said: list[str] = []
+    results = run_eval(cfg, tmp_path / "run", anchors=anchors, log=said.append)
+    assert "our method's PGD for sface: aot-cpu" in said
+    assert list((tmp_path / "cache" / "aot").iterdir())  # compiled for this shape
+    ours = rows(results, "ours", "facenet")
+    assert results["config"]["backend"] == "auto" and ours["probes"] == 2 and ours["flip_mean"] > 0
+    with pytest.raises(BadOptionError, match="backend must be one of"):
+        replace(TINY, backend="gpu").validate()

@@ -8,6 +8,7 @@ import sys
 from dataclasses import fields, replace
 from pathlib import Path
 
+from ..backend_names import BACKENDS
 from ..errors import BadOptionError
 
 
@@ -80,6 +81,9 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bf16-convolutions", action=argparse.BooleanOptionalAction,
                    help="our method's convolutions on bfloat16 arithmetic, or not (PGDConfig.bf16_convolutions; "
                    "default: the core's, on where the CPU has bfloat16 units)")
+    p.add_argument("--backend", choices=BACKENDS,
+                   help="where our method's PGD runs (default torch-cpu, PyTorch eager; auto: the compiled step of "
+                   "`facecloak enroll` for the first ensemble's rows)")
     p.add_argument("--perceptual", action="store_true", default=None,
                    help="our method with the perceptual budget (facecloak enroll --perceptual; eps = the row's eps_A)")
     p.add_argument("--eot-rotation", type=float, metavar="DEG",
@@ -144,6 +148,8 @@ def add_comparison_options(p: argparse.ArgumentParser, ensemble: str, targets: s
     p.add_argument("--views", type=int, default=None)
     p.add_argument("--iterations", type=int, default=None)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--backend", choices=BACKENDS, default="torch-cpu",
+                   help="where our method's PGD runs (auto: the compiled step of `facecloak enroll`)")
 
 
 def comparison_config(args: argparse.Namespace, quick: bool = False):
@@ -154,7 +160,7 @@ def comparison_config(args: argparse.Namespace, quick: bool = False):
     return EvalConfig(people=args.people, probes=args.probes, gallery_people=max(2 if quick else 100, args.people),
                       distractors=args.distractors, surrogates=(), ensemble=False, ensembles=(tuple(args.ensemble.split(",")),),
                       targets=tuple(args.targets.split(",")), methods=("clean", "noise", "ours"), jpeg=(90,),
-                      budget_scales=(), views=args.views, iterations=args.iterations)
+                      budget_scales=(), views=args.views, iterations=args.iterations, backend=args.backend)
 
 
 GRID_PEOPLE = 8  # people in the report's visibility grid

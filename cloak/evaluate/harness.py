@@ -107,10 +107,16 @@ class Harness:
             + ", ".join(f"{m} {t:.3f}" for m, (t, _) in self.thresholds.items()))
         models = tuple(sorted(set(cfg.surrogates).union(*cfg.ensembles)))
         self.anchors = anchors or anchor_gallery(models, self.dataset.anchor_names)
-        # Built like the CLI's and the server's; PyTorch eager: every surrogate set and shape here differs,
-        # so a compiled step would be prepared per row (minutes each) for one person's worth of use.
-        spec = EnrollerSpec(backend="torch-cpu", view_backend="augment")
-        self.enroller = build_enroller(spec, self.detector, self.anchors).enroller
+        # Built like the CLI's and the server's. PyTorch eager by default: every surrogate set and shape here
+        # differs, so a compiled step would be prepared per row; with cfg.backend, the first ensemble's rows run on
+        # the step `facecloak enroll` would use for them.
+        main = self.enroll_config(cfg.ensembles[0] if cfg.ensembles else tuple(cfg.surrogates), seed=0)
+        spec = EnrollerSpec(backend=cfg.backend, surrogates=main.surrogates, views=main.views, pgd=main.pgd,
+                            members=main.step_members, view_backend="augment")
+        assembled = build_enroller(spec, self.detector, self.anchors)
+        log(f"our method's PGD for {'+'.join(main.surrogates)}: {assembled.backend}"
+            + "".join(f"; {note}" for note in assembled.notes[1:]))
+        self.enroller = assembled.enroller
 
     def surrogate_sets(self) -> list[tuple[str, tuple[str, ...]]]:
         sets = [(s, (s,)) for s in self.cfg.surrogates]

@@ -20,6 +20,7 @@ import numpy as np
 from ..anchors import AnchorGallery, default_gallery, list_images
 from ..anchors.gallery import DEFAULT_GALLERY_DIR, identity_of
 from ..assets import assets_dir
+from ..backend_names import BACKENDS
 from ..errors import BadOptionError
 from ..models import REGISTRY, get_card
 from ..optimise import BudgetConfig
@@ -64,6 +65,10 @@ class EvalConfig:
     # PGDConfig.bf16_convolutions of our method; None: the core's default, resolved for this CPU when a run starts
     # (runs recorded before that default kept float32, so False fingerprints as they do)
     bf16_convolutions: bool | None = None
+    # Where our method's PGD runs: torch-cpu (PyTorch eager, any row's shape), or auto / aot-cpu / ort-*: the step built
+    # for the first ensemble's (else the surrogates') shape, as `facecloak enroll` and the server run it; rows of
+    # other shapes fall back to eager.
+    backend: str = "torch-cpu"
     targets: tuple[str, ...] = ("sface", "facenet")
     methods: tuple[str, ...] = METHODS
     jpeg: tuple[int, ...] = (90, 75, 50)  # first = the headline setting; 0 = no JPEG (lossless upload)
@@ -85,6 +90,8 @@ class EvalConfig:
             raise BadOptionError(f"need 1 <= people <= gallery_people, got {self.people} and {self.gallery_people}")
         if not 1 <= self.probes <= 9:
             raise BadOptionError(f"probes must be in 1..9 (photos 2..10), got {self.probes}")
+        if self.backend not in BACKENDS:
+            raise BadOptionError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.anchor_source not in ANCHOR_SOURCES:
             raise BadOptionError(f"anchor source must be one of {ANCHOR_SOURCES}, got {self.anchor_source!r}")
         unknown = set(self.methods) - set(METHODS)
@@ -135,7 +142,8 @@ class EvalConfig:
 ADDED_LATER = {"ensembles": (), "balance": False, "mask_set": 1, "perceptual": False, "eot_rotation": None, "eot_jpeg": None,
                "skip_gradient": None, "visibility_weight": None, "eot_spectrum": None,
                "gradient_blur": None, "member_separation": None,
-               "view_separation": None, "bf16_surrogates": None, "bf16_convolutions": False}  # fields (and defaults) newer than the first recorded runs
+               "view_separation": None, "bf16_surrogates": None, "bf16_convolutions": False,
+               "backend": "torch-cpu"}  # fields (and defaults) newer than the first recorded runs
 
 
 def ensemble_label(members: Sequence[str]) -> str:
